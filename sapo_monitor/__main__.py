@@ -1,0 +1,3 @@
+from sapo_monitor.cli.main import main
+
+main()
