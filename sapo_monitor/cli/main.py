@@ -35,6 +35,9 @@ def _root(
 from sapo_monitor.cli import train as _train  # noqa: E402
 
 _train.register(app)
+from sapo_monitor.cli import grafana as _grafana  # noqa: E402
+
+_grafana.register(app)
 
 
 def main() -> None:
