@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from sapo_monitor.client.wire import CATALOGUE
 from sapo_monitor.dashboards import DASHBOARD_FILES, load_dashboards
+
 from tests.deploy.dashboard_queries import (
     EXPORTED,
     PROMETHEUS_OWN,
@@ -103,7 +103,9 @@ def test_metric_name_extraction() -> None:
     expr = 'histogram_quantile(0.95, sum by (le, route) (rate(sapo_http_request_duration_seconds_bucket{code=~"5.."}[$__rate_interval])))'
     assert metric_names(expr) == {"sapo_http_request_duration_seconds_bucket"}
     assert metric_names('count(sapo_alert_firing{run=~"$run"} == 1) or vector(0)') == {"sapo_alert_firing"}
-    assert metric_names("time() - sapo_run_last_seen_timestamp_seconds") == {"sapo_run_last_seen_timestamp_seconds"}
+    assert metric_names("time() - sapo_run_last_seen_timestamp_seconds") == {
+        "sapo_run_last_seen_timestamp_seconds"
+    }
 
 
 def test_export_names_follow_the_contract() -> None:
@@ -149,4 +151,6 @@ def test_grafana_provisioning_files() -> None:
     assert source["type"] == "prometheus" and source["isDefault"] is True
     prov = yaml.safe_load((ROOT / "dashboards/provisioning/dashboards/sapo-monitor.yml").read_text())
     (provider,) = prov["providers"]
-    assert provider["type"] == "file" and provider["options"]["path"].startswith("/var/lib/grafana/dashboards")
+    assert provider["type"] == "file" and provider["options"]["path"].startswith(
+        "/var/lib/grafana/dashboards"
+    )
