@@ -1,0 +1,31 @@
+"""Collapse detection rules: definitions, the built-in pack, and pure evaluation.
+
+Storage-free on purpose: :mod:`.store` and :mod:`.hooks` connect this to the database.
+"""
+
+from .builtin import BUILTIN_IDS, BUILTIN_RULES, builtin_rule
+from .evaluate import Condition, RunRuleState, StepInput, Transition, advance, evaluate, evaluate_batch
+from .kinds import CUSTOM_KINDS, KINDS, Kind, validate_params
+from .model import SEVERITIES, Param, Rule, RuleValidationError, severity_rank
+
+__all__ = [
+    "BUILTIN_IDS",
+    "BUILTIN_RULES",
+    "CUSTOM_KINDS",
+    "KINDS",
+    "SEVERITIES",
+    "Condition",
+    "Kind",
+    "Param",
+    "Rule",
+    "RuleValidationError",
+    "RunRuleState",
+    "StepInput",
+    "Transition",
+    "advance",
+    "builtin_rule",
+    "evaluate",
+    "evaluate_batch",
+    "severity_rank",
+    "validate_params",
+]

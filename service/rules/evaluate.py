@@ -1,0 +1,241 @@
+"""Pure rule evaluation: (rule state, step record) -> (new state, condition), and the alert lifecycle.
+
+No database, no clock: the storage layer loads a run's :class:`RunRuleState` once per ingested batch,
+calls :func:`evaluate_batch` over the batch's steps in step order, and writes the state and the
+returned transitions back in the same transaction.
+
+Lifecycle per (run, rule), as in Prometheus: the first step where the condition holds opens an alert
+in ``pending``; after ``for_steps`` consecutive such steps it becomes ``firing``; the first step where
+the condition no longer holds ends it as ``resolved``. With ``for_steps == 1`` the alert opens
+directly as ``firing``. A step without the metrics a rule reads changes nothing for that rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sapo_monitor.client.wire import encode_float
+
+from .kinds import KINDS, StepFn
+from .model import Rule
+
+__all__ = [
+    "Condition",
+    "RunRuleState",
+    "StepInput",
+    "Transition",
+    "advance",
+    "compile_rule",
+    "evaluate",
+    "evaluate_batch",
+    "rule_values",
+]
+
+PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """What the evaluator needs from one stored step."""
+
+    step: int
+    time: float | None
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One rule's verdict on one step: ``active`` is None when the step lacked its metrics."""
+
+    active: bool | None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An alert changed state at a step; ``values`` holds the metric values that caused it."""
+
+    id: str  # unique event id (also the webhook event id receivers dedupe by)
+    alert_id: str
+    run_id: str
+    rule_id: str
+    severity: str
+    from_state: str | None
+    to_state: str
+    step: int
+    time: float | None
+    values: dict[str, Any]
+
+
+@dataclass
+class RunRuleState:
+    """All rule state of one run: the last evaluated step and, per rule, detector + lifecycle state.
+
+    Per rule: ``{"v": rule version, "d": detector state, "s": alert state or None, "n": consecutive
+    steps the condition held, "a": open alert id or None}``. Plain JSON, so it survives restarts.
+    """
+
+    last_step: int | None = None
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last_step": self.last_step, "rules": self.rules}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any] | None) -> RunRuleState:
+        if not doc:
+            return cls()
+        return cls(last_step=doc.get("last_step"), rules=dict(doc.get("rules") or {}))
+
+
+_compiled: dict[tuple[str, int, str], StepFn] = {}
+
+
+def compile_rule(rule: Rule) -> StepFn:
+    """The rule's step function, cached per (id, version, params)."""
+    key = (rule.id, rule.version, json.dumps(dict(rule.params), sort_keys=True, default=list))
+    fn = _compiled.get(key)
+    if fn is None:
+        if len(_compiled) > 4096:  # bounded: rule definitions change rarely
+            _compiled.clear()
+        fn = _compiled[key] = KINDS[rule.kind].compile(rule.params)
+    return fn
+
+
+def _json_number(x: Any) -> Any:
+    return encode_float(x) if isinstance(x, float) else x
+
+
+def rule_values(rule: Rule, detector_state: Mapping[str, Any], metrics: Mapping[str, float]) -> dict[str, Any]:
+    """The metric values (and the baseline the rule compared with) to store with a transition."""
+    kind = KINDS[rule.kind]
+    out: dict[str, Any] = {}
+    for name in kind.metrics(rule.params):
+        if name in metrics:
+            out[name] = _json_number(metrics[name])
+    for key in ("ref", "z"):
+        if key in detector_state:
+            out["baseline" if key == "ref" else "z"] = _json_number(detector_state[key])
+    return out
+
+
+def _fresh(rule: Rule) -> dict[str, Any]:
+    return {"v": rule.version, "d": {}, "s": None, "n": 0, "a": None, "sev": rule.severity}
+
+
+def advance(lc: dict[str, Any], active: bool | None, for_steps: int) -> tuple[str | None, str] | None:
+    """Move one rule's lifecycle by one step; the (from, to) transition, or None when nothing changed."""
+    if active is None:
+        return None
+    state = lc["s"]
+    if active:
+        n = lc["n"] = lc["n"] + 1
+        if state is None:
+            lc["a"] = uuid.uuid4().hex
+            lc["s"] = FIRING if n >= for_steps else PENDING
+            return None, lc["s"]
+        if state == PENDING and n >= for_steps:
+            lc["s"] = FIRING
+            return PENDING, FIRING
+        return None
+    lc["n"] = 0
+    if state is None:
+        return None
+    lc["s"] = None
+    return state, RESOLVED
+
+
+def evaluate(rule: Rule, state: Mapping[str, Any] | None, step: StepInput) -> tuple[dict[str, Any], Condition]:
+    """One rule on one step, without touching ``state``: the new state and the condition."""
+    st = copy.deepcopy(dict(state)) if state else _fresh(rule)
+    if st.get("v") != rule.version:
+        st["d"], st["v"] = {}, rule.version
+    active = compile_rule(rule)(st["d"], step.metrics)
+    values = rule_values(rule, st["d"], step.metrics) if active else {}
+    return st, Condition(active, values)
+
+
+def evaluate_batch(
+    rules: Sequence[Rule], state: RunRuleState, run_id: str, steps: Iterable[StepInput]
+) -> list[Transition]:
+    """Evaluate ``rules`` over ``steps`` in step order, updating ``state`` in place.
+
+    Steps at or below ``state.last_step`` were evaluated before (a replayed or late batch) and are
+    skipped, so a transition is never produced twice or out of order. Duplicate steps in one batch
+    count once (the last record wins, as in storage).
+    """
+    by_step: dict[int, StepInput] = {}
+    last = state.last_step
+    for s in steps:
+        if last is None or s.step > last:
+            by_step[s.step] = s
+    if not by_step:
+        return []
+    ordered = [by_step[k] for k in sorted(by_step)]
+
+    plan = []
+    for rule in rules:
+        st = state.rules.get(rule.id)
+        if st is None:
+            st = state.rules[rule.id] = _fresh(rule)
+        elif st.get("v") != rule.version:
+            st["d"], st["v"] = {}, rule.version  # a changed definition starts its detector afresh
+            st["sev"] = rule.severity
+        plan.append((rule, compile_rule(rule), st, st["d"]))
+
+    out: list[Transition] = []
+    current = {r.id for r in rules}
+    for rid in [k for k in state.rules if k not in current]:
+        # A rule that was deleted, disabled or scoped away: its open alert ends, its state goes.
+        lc = state.rules.pop(rid)
+        if lc.get("s") is not None and lc.get("a"):
+            out.append(
+                Transition(
+                    id=uuid.uuid4().hex,
+                    alert_id=lc["a"],
+                    run_id=run_id,
+                    rule_id=rid,
+                    severity=lc.get("sev", "warning"),
+                    from_state=lc["s"],
+                    to_state=RESOLVED,
+                    step=ordered[0].step,
+                    time=ordered[0].time,
+                    values={"reason": "rule removed or disabled"},
+                )
+            )
+    for s in ordered:
+        metrics = s.metrics
+        for rule, fn, lc, det in plan:
+            active = fn(det, metrics)
+            # Fast path: nothing open and condition false or unknown; the common case.
+            if not active and lc["s"] is None:
+                if active is False:
+                    lc["n"] = 0
+                continue
+            alert_id = lc["a"]
+            change = advance(lc, active, rule.for_steps)
+            if change is None:
+                continue
+            out.append(
+                Transition(
+                    id=uuid.uuid4().hex,
+                    alert_id=lc["a"] or alert_id,
+                    run_id=run_id,
+                    rule_id=rule.id,
+                    severity=rule.severity,
+                    from_state=change[0],
+                    to_state=change[1],
+                    step=s.step,
+                    time=s.time,
+                    values=rule_values(rule, det, metrics),
+                )
+            )
+            if change[1] == RESOLVED:
+                lc["a"] = None
+    state.last_step = ordered[-1].step
+    return out
