@@ -1,0 +1,521 @@
+"""Per-step stability statistics of a SAPO / GRPO / GSPO update, computed on the tensors' own device.
+
+The public function is :func:`compute_step_stats`; :class:`StepAccumulator` is the same computation
+split over several calls (micro-batches) of one optimizer step. Definitions (issue 4's catalogue):
+M = masked tokens, lr = logp_new - logp_old, r = exp(lr), A = the token's advantage.
+
+Choices the catalogue leaves open, fixed here:
+
+- Masked tokens whose lr is NaN or +-Inf are counted in ``nonfinite.token_count`` and excluded from
+  every statistic of token *values* (ratios, log-ratios, gates, shares, entropy, mismatch, routing,
+  histogram). ``tokens.count``, ``sequences.count`` and ``response_len.*`` describe the mask itself,
+  so they include those tokens; the denominator of the token shares is
+  ``tokens.count - nonfinite.token_count``.
+- Sequence ratios use each sequence's finite masked tokens; a sequence without any is left out.
+  ``groups.zero_signal_frac`` is a share of ``sequences.count``.
+- With per-token advantages [B, T], a sequence's advantage (for ``clip.seq_frac`` and
+  ``groups.zero_signal_frac``) is the mean of A over its masked tokens.
+- ``reward.*`` are over all B entries of ``rewards``.
+- Log-ratio quantiles use linear interpolation between order statistics (numpy's default). They come
+  from a fine histogram (bin width 1/512 over [-8, 8) with each bin's exact min and max), so they
+  are exact when the bracketing order statistics are alone in their bin or tied, and within 1/512
+  otherwise; an order statistic outside [-8, 8) is computed exactly from the kept log-ratios.
+
+Everything is computed in float64 on the inputs' device (float32 or bf16 inputs are upcast first),
+without gradients, and reaches the host in one transfer per step (a second one only in the rare case
+of a quantile outside [-8, 8)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sapo_monitor.client.errors import InputError
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_EDGES
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["QUANTILES", "StatsConfig", "StepAccumulator", "compute_step_stats"]
+
+QUANTILES: tuple[tuple[str, float], ...] = (
+    ("log_ratio.p01", 0.01),
+    ("log_ratio.p05", 0.05),
+    ("log_ratio.p50", 0.50),
+    ("log_ratio.p95", 0.95),
+    ("log_ratio.p99", 0.99),
+)
+ZERO_SIGNAL_ABS = 1e-8  # |A_i| below this: the sequence carries no learning signal
+
+# The quantile grid: bins of width 1/_GRID_SCALE over [-_GRID_HALF, _GRID_HALF), plus an under- and
+# an overflow bin. A power-of-two scale keeps bin edges exact in binary floating point.
+_GRID_HALF = 8.0
+_GRID_SCALE = 512.0
+_GRID_BINS = int(2 * _GRID_HALF * _GRID_SCALE)
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """The thresholds the statistics use; defaults are SAPO's and GSPO's published values."""
+
+    tau_pos: float = 1.0  # SAPO gate temperature for A > 0
+    tau_neg: float = 1.05  # SAPO gate temperature for A < 0
+    eps_low: float = 0.2  # GRPO token band [1 - eps_low, 1 + eps_high]
+    eps_high: float = 0.2
+    seq_eps_low: float = 3e-4  # GSPO sequence band [1 - seq_eps_low, 1 + seq_eps_high]
+    seq_eps_high: float = 4e-4
+    saturation_threshold: float = 0.1  # a token's SAPO gate is "saturated" when w < this
+
+
+def compute_step_stats(
+    logp_new: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    config: StatsConfig = StatsConfig(),
+    **optional_tensors: torch.Tensor | None,
+) -> dict[str, float | list[int]]:
+    """The catalogue statistics of one optimizer step's tokens.
+
+    Args:
+        logp_new: [B, T] log-probs of the sampled tokens under the current policy.
+        logp_old: [B, T] log-probs under the rollout (old) policy.
+        advantages: [B] one advantage per sequence, or [B, T] per token.
+        mask: [B, T] 1 (or True) on tokens that count, 0 on padding.
+        config: thresholds (SAPO temperatures, GRPO and GSPO bands, saturation threshold).
+        **optional_tensors: any of ``entropy`` [B, T], ``rewards`` [B], ``logp_rollout`` [B, T],
+            ``experts_old`` / ``experts_new`` [B, T, k] or [L, B, T, k] (integer expert ids).
+
+    Returns:
+        Catalogue name -> float, plus ``"hist.log_ratio"`` -> the 42 counts of
+        ``wire.LOG_RATIO_HIST_EDGES``. Statistics over an empty set are absent, never NaN.
+
+    Raises:
+        InputError: shapes that do not fit together, or an unknown optional tensor name.
+    """
+    acc = StepAccumulator(config)
+    acc.add(logp_new, logp_old, advantages, mask, **optional_tensors)
+    return acc.result()
+
+
+_OPTIONAL = ("entropy", "rewards", "logp_rollout", "experts_old", "experts_new")
+
+
+class StepAccumulator:
+    """Sufficient statistics of one step, merged over micro-batches on the device.
+
+    ``add`` once per micro-batch, then ``result`` once: the result equals one ``add`` of all the
+    tokens (quantiles within the grid tolerance). Holds only tensors it computed itself, never the
+    caller's. Sums and counts add, extremes take max, means and variances merge with Chan's formula,
+    histograms add; the log-ratios are kept (as our own float64 copy) only for the rare exact
+    quantile outside the grid.
+    """
+
+    def __init__(self, config: StatsConfig = StatsConfig()) -> None:
+        self.config = config
+        self._sums: dict[str, torch.Tensor] = {}
+        self._maxes: dict[str, torch.Tensor] = {}
+        self._moments: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._hist: torch.Tensor | None = None
+        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # counts, min, max
+        self._kept_lr: list[torch.Tensor] = []
+        self.calls = 0
+
+    @property
+    def empty(self) -> bool:
+        return self.calls == 0
+
+    # ----------------------------------------------------------------------------------- merging
+    def _add_sum(self, name: str, value: torch.Tensor) -> None:
+        old = self._sums.get(name)
+        self._sums[name] = value if old is None else old + value
+
+    def _add_max(self, name: str, value: torch.Tensor) -> None:
+        import torch
+
+        old = self._maxes.get(name)
+        self._maxes[name] = value if old is None else torch.maximum(old, value)
+
+    def _add_moments(self, name: str, x: torch.Tensor, sel: torch.Tensor) -> None:
+        """Merge (count, mean, M2) of ``x[sel]``: two-pass within the batch, Chan across batches."""
+        import torch
+
+        n = sel.sum().to(torch.float64)
+        mean = torch.where(sel, x, 0.0).sum() / n.clamp(min=1)
+        m2 = torch.where(sel, x - mean, 0.0).square().sum()
+        old = self._moments.get(name)
+        if old is None:
+            self._moments[name] = (n, mean, m2)
+            return
+        n0, mean0, m20 = old
+        total = n0 + n
+        delta = mean - mean0
+        merged_mean = mean0 + delta * n / total.clamp(min=1)
+        merged_m2 = m20 + m2 + delta.square() * n0 * n / total.clamp(min=1)
+        self._moments[name] = (total, merged_mean, merged_m2)
+
+    # ------------------------------------------------------------------------------------ adding
+    def add(
+        self,
+        logp_new: torch.Tensor,
+        logp_old: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        **optional_tensors: torch.Tensor | None,
+    ) -> None:
+        """Fold one micro-batch into the step (see :func:`compute_step_stats` for the arguments)."""
+        import torch
+
+        unknown = sorted(set(optional_tensors) - set(_OPTIONAL))
+        if unknown:
+            raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
+        with torch.no_grad():
+            self._add(logp_new, logp_old, advantages, mask, optional_tensors)
+        self.calls += 1
+
+    def _add(
+        self,
+        logp_new: torch.Tensor,
+        logp_old: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        opt: dict[str, torch.Tensor | None],
+    ) -> None:
+        import torch
+
+        f64 = torch.float64
+        _check_2d("logp_new", logp_new)
+        shape = tuple(logp_new.shape)
+        device = logp_new.device
+        for name, t in (("logp_old", logp_old), ("mask", mask)):
+            _check_shape(name, t, shape)
+        if tuple(advantages.shape) not in (shape[:1], shape):
+            raise InputError(f"advantages has shape {tuple(advantages.shape)}; expected [B]={shape[:1]} or [B, T]={shape}")
+        cfg = self.config
+
+        m = mask.detach().to(device) > 0
+        old = logp_old.detach().to(device=device, dtype=f64)
+        lr = logp_new.detach().to(f64) - old
+        finite = torch.isfinite(lr)
+        valid = m & finite
+        adv = advantages.detach().to(device=device, dtype=f64)
+        tok_adv = adv if adv.dim() == 2 else adv.unsqueeze(1).expand(shape)
+        pos = valid & (tok_adv > 0)
+        neg = valid & (tok_adv < 0)
+        zero = valid & (tok_adv == 0)
+        nonzero = pos | neg
+
+        # The mask itself: tokens, sequences, lengths.
+        seq_len = m.sum(1)
+        has_tokens = seq_len > 0
+        self._add_sum("n_mask", seq_len.sum())
+        self._add_sum("n_nonfinite", (m & ~finite).sum())
+        self._add_sum("n_seq", has_tokens.sum())
+        self._add_max("len_max", _masked_max(seq_len.to(f64), torch.ones_like(has_tokens)))
+        self._add_sum("n_valid", valid.sum())
+
+        # Token values over the finite masked tokens.
+        lr0 = torch.where(valid, lr, 0.0)
+        r = lr0.exp()
+        rm1 = r - 1.0
+        self._add_moments("lr", lr0, valid)
+        self._add_moments("ratio", rm1, valid)  # variance is shift-invariant; r - 1 keeps it well-conditioned
+        self._add_max("lr_max", _masked_max(lr0, valid))
+        self._add_max("lr_negmin", _masked_max(-lr0, valid))
+        self._add_sum("k3_sum", torch.where(valid, rm1 - lr0, 0.0).sum())
+        clip_high = pos & (r > 1.0 + cfg.eps_high)
+        clip_low = neg & (r < 1.0 - cfg.eps_low)
+        self._add_sum("clip_high", clip_high.sum())
+        self._add_sum("clip_low", clip_low.sum())
+        self._add_histograms(lr0, valid)
+        self._kept_lr.append(torch.where(valid, lr, math.nan))
+
+        # SAPO gate over tokens with a non-zero advantage.
+        tau = torch.where(pos, cfg.tau_pos, torch.full_like(lr0, cfg.tau_neg))
+        p = torch.sigmoid(tau * rm1)
+        w = 4.0 * p * (1.0 - p)
+        f = 4.0 * p / tau
+        saturated = w < cfg.saturation_threshold
+        self._add_sum("n_nonzero", nonzero.sum())
+        self._add_sum("w_sum", torch.where(nonzero, w, 0.0).sum())
+        self._add_sum("f_sum", torch.where(nonzero, f, 0.0).sum())
+        self._add_sum("sat", (nonzero & saturated).sum())
+        grad_mass = w * tok_adv.abs()
+        for sign, sel, clipped in (("pos", pos, clip_high), ("neg", neg, clip_low)):
+            self._add_sum(f"n_{sign}", sel.sum())
+            self._add_moments(f"ratio_{sign}", rm1, sel)
+            self._add_sum(f"lr_sum_{sign}", torch.where(sel, lr0, 0.0).sum())
+            self._add_sum(f"w_sum_{sign}", torch.where(sel, w, 0.0).sum())
+            self._add_sum(f"sat_{sign}", (sel & saturated).sum())
+            self._add_sum(f"clip_{sign}", clipped.sum())
+            self._add_sum(f"gm_{sign}", torch.where(sel, grad_mass, 0.0).sum())
+        self._add_sum("n_zero", zero.sum())
+
+        # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
+        n_i = valid.sum(1)
+        seq_ok = n_i > 0
+        seq_mean = lr0.sum(1) / n_i.clamp(min=1)
+        seq_std = (torch.where(valid, lr0 - seq_mean.unsqueeze(1), 0.0).square().sum(1) / n_i.clamp(min=1)).sqrt()
+        s = seq_mean.exp()
+        seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
+        seq_clip = seq_ok & (
+            ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
+        )
+        self._add_moments("seq_ratio", s - 1.0, seq_ok)
+        self._add_max("seq_lr_max", _masked_max(seq_mean, seq_ok))
+        self._add_max("seq_lr_negmin", _masked_max(-seq_mean, seq_ok))
+        self._add_sum("seq_clip", seq_clip.sum())
+        self._add_sum("disp_sum", torch.where(seq_ok, seq_std, 0.0).sum())
+        self._add_sum("zero_signal", (has_tokens & (seq_adv.abs() < ZERO_SIGNAL_ABS)).sum())
+
+        self._add_optional(opt, shape, device, old, valid)
+
+    def _add_optional(
+        self,
+        opt: dict[str, torch.Tensor | None],
+        shape: tuple[int, ...],
+        device: torch.device,
+        old: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> None:
+        import torch
+
+        f64 = torch.float64
+        entropy = opt.get("entropy")
+        if entropy is not None:
+            _check_shape("entropy", entropy, shape)
+            ent = entropy.detach().to(device=device, dtype=f64)
+            self._add_sum("ent_sum", torch.where(valid, ent, 0.0).sum())
+            self._add_sum("ent_n", valid.sum())
+        rewards = opt.get("rewards")
+        if rewards is not None:
+            rw = rewards.detach().to(device=device, dtype=f64).reshape(-1)
+            self._add_moments("reward", rw, torch.ones_like(rw, dtype=torch.bool))
+        rollout = opt.get("logp_rollout")
+        if rollout is not None:
+            _check_shape("logp_rollout", rollout, shape)
+            d = torch.where(valid, old - rollout.detach().to(device=device, dtype=f64), 0.0)
+            self._add_sum("mm_sum", torch.where(valid, d, 0.0).sum())
+            self._add_sum("mm_k3_sum", torch.where(valid, d.exp() - 1.0 - d, 0.0).sum())
+            self._add_max("mm_abs_max", _masked_max(d.abs(), valid))
+            self._add_sum("mm_n", valid.sum())
+        eo, en = opt.get("experts_old"), opt.get("experts_new")
+        if (eo is None) != (en is None):
+            raise InputError("experts_old and experts_new must be given together")
+        if eo is not None and en is not None:
+            if eo.shape != en.shape or eo.dim() not in (3, 4) or tuple(eo.shape[-3:-1]) != shape:
+                raise InputError(
+                    f"experts_old {tuple(eo.shape)} and experts_new {tuple(en.shape)} must both be "
+                    f"[B, T, k] or [L, B, T, k] with [B, T] = {shape}"
+                )
+            eo4 = eo.detach().to(device).reshape(-1, *eo.shape[-3:]).sort(-1).values
+            en4 = en.detach().to(device).reshape(-1, *en.shape[-3:]).sort(-1).values
+            changed = (eo4 != en4).any(-1)  # [L, B, T]: the chosen set differs
+            self._add_sum("flip_sum", (changed & valid.unsqueeze(0)).sum())
+            self._add_sum("flip_n", valid.sum() * eo4.shape[0])
+
+    def _add_histograms(self, lr0: torch.Tensor, valid: torch.Tensor) -> None:
+        import torch
+
+        f64, device = torch.float64, lr0.device
+        flat_lr, flat_valid = lr0.reshape(-1), valid.reshape(-1)
+        # The wire histogram: bucketize against the exact edges (right=True: edge <= lr < next edge).
+        edges = torch.tensor(LOG_RATIO_HIST_EDGES[1:-1], dtype=f64, device=device)
+        bins = torch.where(flat_valid, torch.bucketize(flat_lr, edges, right=True), LOG_RATIO_HIST_BINS)
+        hist = torch.bincount(bins, minlength=LOG_RATIO_HIST_BINS + 1)[:LOG_RATIO_HIST_BINS]
+        self._hist = hist if self._hist is None else self._hist + hist
+
+        # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow; invalid
+        # tokens go to a dump bin that is cut off. Each bin also keeps its exact min and max.
+        dump = _GRID_BINS + 2
+        cell = ((flat_lr + _GRID_HALF) * _GRID_SCALE).floor().clamp(-1, _GRID_BINS).long() + 1
+        cell = torch.where(flat_valid, cell, dump)
+        counts = torch.bincount(cell, minlength=dump + 1)[:dump]
+        lo = torch.full((dump + 1,), math.inf, dtype=f64, device=device)
+        lo = lo.scatter_reduce(0, cell, flat_lr, "amin")[:dump]
+        hi = torch.full((dump + 1,), -math.inf, dtype=f64, device=device)
+        hi = hi.scatter_reduce(0, cell, flat_lr, "amax")[:dump]
+        if self._grid is None:
+            self._grid = (counts, lo, hi)
+        else:
+            c0, lo0, hi0 = self._grid
+            self._grid = (c0 + counts, torch.minimum(lo0, lo), torch.maximum(hi0, hi))
+
+    # ------------------------------------------------------------------------------------ result
+    def _quantile_estimates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Order statistics j and j+1 of each quantile (estimated from the grid), fractions, flags."""
+        import torch
+
+        assert self._grid is not None
+        counts, lo, hi = self._grid
+        f64 = torch.float64
+        n = counts.sum()
+        last = (n - 1).clamp(min=0)
+        qs = torch.tensor([q for _, q in QUANTILES], dtype=f64, device=counts.device)
+        position = last.to(f64) * qs
+        j = position.floor().long()
+        frac = position - j.to(f64)
+        order = torch.cat([j, torch.minimum(j + 1, last)])
+        cum = counts.cumsum(0)
+        b = torch.searchsorted(cum, order, right=True).clamp(max=counts.numel() - 1)
+        cnt = counts[b]
+        rank = (order - (cum[b] - cnt)).to(f64)
+        # Within a bin, spread the ranks evenly between its exact min and max: exact for one value,
+        # two values or ties, within the bin width otherwise.
+        est = torch.where(cnt > 1, lo[b] + (hi[b] - lo[b]) * rank / (cnt - 1).clamp(min=1).to(f64), lo[b])
+        outside = (b == 0) | (b == counts.numel() - 1)
+        return est, frac, outside
+
+    def _exact_order_stats(self, n: int) -> list[float]:
+        """Order statistics j and j+1 of each quantile, exactly, from the kept log-ratios."""
+        import torch
+
+        values = torch.cat([t.reshape(-1) for t in self._kept_lr])
+        values = values[~values.isnan()].sort().values
+        lows = [math.floor((n - 1) * q) for _, q in QUANTILES]
+        order = lows + [min(j + 1, n - 1) for j in lows]
+        return values[torch.tensor(order, device=values.device)].tolist()
+
+    def result(self) -> dict[str, float | list[int]]:
+        """The step's statistics (one device-to-host transfer). Empty dict when nothing was added."""
+        import torch
+
+        if self.empty or self._hist is None:
+            return {}
+        f64 = torch.float64
+        names: list[str] = []
+        values: list[torch.Tensor] = []
+        for name, value in self._sums.items():
+            names.append(name)
+            values.append(value.to(f64))
+        for name, value in self._maxes.items():
+            names.append(name)
+            values.append(value.to(f64))
+        for name, (n, mean, m2) in self._moments.items():
+            names += [f"{name}.n", f"{name}.mean", f"{name}.m2"]
+            values += [n, mean, m2]
+        est, frac, outside = self._quantile_estimates()
+        packed = torch.cat([torch.stack(values), self._hist.to(f64), est, frac, outside.to(f64)])
+        host = packed.tolist()  # the one transfer of the step
+
+        k = len(names)
+        h = dict(zip(names, host[:k], strict=True))
+        hist = [int(c) for c in host[k : k + LOG_RATIO_HIST_BINS]]
+        rest = host[k + LOG_RATIO_HIST_BINS :]
+        nq = len(QUANTILES)
+        est_h, frac_h, outside_h = rest[: 2 * nq], rest[2 * nq : 3 * nq], rest[3 * nq :]
+        n_valid = int(h["n_valid"])
+        if n_valid > 0 and any(outside_h):
+            est_h = self._exact_order_stats(n_valid)
+        quantiles = {
+            name: est_h[i] + frac_h[i] * (est_h[nq + i] - est_h[i]) if frac_h[i] > 0 else est_h[i]
+            for i, (name, _) in enumerate(QUANTILES)
+        }
+        out = _assemble(h, quantiles)
+        out["hist.log_ratio"] = hist
+        return out
+
+    def reset(self) -> None:
+        """Forget everything (drops the references to the kept tensors)."""
+        self._sums, self._maxes, self._moments = {}, {}, {}
+        self._hist, self._grid, self._kept_lr = None, None, []
+        self.calls = 0
+
+
+def _std(h: dict[str, float], name: str) -> float:
+    n = h[f"{name}.n"]
+    return math.sqrt(max(h[f"{name}.m2"], 0.0) / n)
+
+
+def _assemble(h: dict[str, float], quantiles: dict[str, float]) -> dict[str, float | list[int]]:
+    """Catalogue names from the host copy of the sufficient statistics; empty sets stay absent."""
+    out: dict[str, float | list[int]] = {
+        "tokens.count": h["n_mask"],
+        "sequences.count": h["n_seq"],
+        "nonfinite.token_count": h["n_nonfinite"],
+    }
+    n_seq = h["n_seq"]
+    if n_seq > 0:
+        out["response_len.mean"] = h["n_mask"] / n_seq
+        out["response_len.max"] = h["len_max"]
+        out["groups.zero_signal_frac"] = h["zero_signal"] / n_seq
+    n = h["n_valid"]
+    if n > 0:
+        out["ratio.mean"] = 1.0 + h["ratio.mean"]
+        out["ratio.std"] = _std(h, "ratio")
+        out["ratio.min"] = math.exp(-h["lr_negmin"])
+        out["ratio.max"] = math.exp(h["lr_max"])
+        out["log_ratio.mean"] = h["lr.mean"]
+        out["log_ratio.std"] = _std(h, "lr")
+        out["log_ratio.abs_max"] = max(h["lr_max"], h["lr_negmin"])
+        out.update(quantiles)
+        out["kl.k1"] = -h["lr.mean"]
+        out["kl.k3"] = h["k3_sum"] / n
+        out["clip.token_frac_high"] = h["clip_high"] / n
+        out["clip.token_frac_low"] = h["clip_low"] / n
+        out["clip.token_frac"] = (h["clip_high"] + h["clip_low"]) / n
+        for sign in ("pos", "neg", "zero"):
+            out[f"sign.{sign}.token_frac"] = h[f"n_{sign}"] / n
+    n_nonzero = h["n_nonzero"]
+    if n_nonzero > 0:
+        out["gate.weight_mean"] = h["w_sum"] / n_nonzero
+        out["gate.value_mean"] = h["f_sum"] / n_nonzero
+        out["gate.saturated_frac"] = h["sat"] / n_nonzero
+    for sign in ("pos", "neg"):
+        n_s = h[f"n_{sign}"]
+        if n_s > 0:
+            out[f"sign.{sign}.ratio_mean"] = 1.0 + h[f"ratio_{sign}.mean"]
+            out[f"sign.{sign}.ratio_std"] = _std(h, f"ratio_{sign}")
+            out[f"sign.{sign}.log_ratio_mean"] = h[f"lr_sum_{sign}"] / n_s
+            out[f"sign.{sign}.gate_weight_mean"] = h[f"w_sum_{sign}"] / n_s
+            out[f"sign.{sign}.saturated_frac"] = h[f"sat_{sign}"] / n_s
+            out[f"sign.{sign}.clip_frac"] = h[f"clip_{sign}"] / n_s
+    grad_mass = h["gm_pos"] + h["gm_neg"]
+    if grad_mass > 0:
+        out["sign.pos.grad_share"] = h["gm_pos"] / grad_mass
+        out["sign.neg.grad_share"] = h["gm_neg"] / grad_mass
+    n_seq_valid = h["seq_ratio.n"]
+    if n_seq_valid > 0:
+        out["seq_ratio.mean"] = 1.0 + h["seq_ratio.mean"]
+        out["seq_ratio.std"] = _std(h, "seq_ratio")
+        out["seq_ratio.min"] = math.exp(-h["seq_lr_negmin"])
+        out["seq_ratio.max"] = math.exp(h["seq_lr_max"])
+        out["clip.seq_frac"] = h["seq_clip"] / n_seq_valid
+        out["seq.log_ratio_dispersion"] = h["disp_sum"] / n_seq_valid
+    if h.get("ent_n", 0) > 0:
+        out["entropy.mean"] = h["ent_sum"] / h["ent_n"]
+    if h.get("reward.n", 0) > 0:
+        out["reward.mean"] = h["reward.mean"]
+        out["reward.std"] = _std(h, "reward")
+    if h.get("mm_n", 0) > 0:
+        out["mismatch.log_ratio_mean"] = h["mm_sum"] / h["mm_n"]
+        out["mismatch.kl_k3"] = h["mm_k3_sum"] / h["mm_n"]
+        out["mismatch.abs_max"] = h["mm_abs_max"]
+    if h.get("flip_n", 0) > 0:
+        out["moe.route_flip_frac"] = h["flip_sum"] / h["flip_n"]
+    return out
+
+
+def _masked_max(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    if x.numel() == 0:
+        return torch.tensor(-math.inf, dtype=torch.float64, device=x.device)
+    return torch.where(sel, x, -math.inf).amax()
+
+
+def _check_2d(name: str, t: object) -> None:
+    if not hasattr(t, "dim") or not hasattr(t, "shape"):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 2:  # type: ignore[attr-defined]
+        raise InputError(f"{name} must be [B, T], got shape {tuple(t.shape)}")  # type: ignore[attr-defined]
+
+
+def _check_shape(name: str, t: object, shape: tuple[int, ...]) -> None:
+    if not hasattr(t, "shape"):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != shape:  # type: ignore[attr-defined]
+        raise InputError(f"{name} has shape {tuple(t.shape)}; expected {shape} like logp_new")  # type: ignore[attr-defined]
