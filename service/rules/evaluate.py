@@ -124,7 +124,7 @@ def rule_values(rule: Rule, detector_state: Mapping[str, Any], metrics: Mapping[
     return out
 
 
-def _fresh(rule: Rule) -> dict[str, Any]:
+def fresh_state(rule: Rule) -> dict[str, Any]:
     return {"v": rule.version, "d": {}, "s": None, "n": 0, "a": None, "sev": rule.severity}
 
 
@@ -152,7 +152,7 @@ def advance(lc: dict[str, Any], active: bool | None, for_steps: int) -> tuple[st
 
 def evaluate(rule: Rule, state: Mapping[str, Any] | None, step: StepInput) -> tuple[dict[str, Any], Condition]:
     """One rule on one step, without touching ``state``: the new state and the condition."""
-    st = copy.deepcopy(dict(state)) if state else _fresh(rule)
+    st = copy.deepcopy(dict(state)) if state else fresh_state(rule)
     if st.get("v") != rule.version:
         st["d"], st["v"] = {}, rule.version
     active = compile_rule(rule)(st["d"], step.metrics)
@@ -182,7 +182,7 @@ def evaluate_batch(
     for rule in rules:
         st = state.rules.get(rule.id)
         if st is None:
-            st = state.rules[rule.id] = _fresh(rule)
+            st = state.rules[rule.id] = fresh_state(rule)
         elif st.get("v") != rule.version:
             st["d"], st["v"] = {}, rule.version  # a changed definition starts its detector afresh
             st["sev"] = rule.severity

@@ -1,46 +1,42 @@
-"""The service's seams for collapse detection (the alerts helper fills these in).
+"""The ingest hook: called by :func:`sapo_monitor.service.storage.steps.store_steps` inside the
+transaction that stored a batch, after the run row was locked.
 
-The service calls exactly these functions; they do nothing until rules are implemented:
-
-* :func:`on_steps_stored` runs inside the ingest transaction, right after a batch's steps are stored,
-  with the batch sorted by step (one record per step; a replayed step appears again). Anything it
-  writes (alert transitions, outbox rows, rule state) commits or rolls back with the steps.
-* :func:`routers` adds API routers (``/api/v1/rules``, ``/alerts``, ``/webhooks``) to the app.
-* :func:`metric_families` adds Prometheus families to ``/metrics`` from stored state.
-* :func:`lifespan` runs background work (webhook delivery, silent-run checks) while the app runs.
+``SAPO_MONITOR_RULES=off`` (or :func:`set_enabled`) skips evaluation; it exists so ``bench/ingest.py``
+can measure what rules cost. Steps stored while it is off are never evaluated later.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from ..outbox.settings import AlertingSettings
+from .apply import RunRef, evaluate_run_steps
+from .evaluate import StepInput
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter, FastAPI
-    from prometheus_client.metrics_core import Metric
-    from sqlalchemy.orm import Session
-
     from ..decode import StepIn
+    from ..storage.steps import IngestedRun
 
-__all__ = ["lifespan", "metric_families", "on_steps_stored", "routers"]
+__all__ = ["on_steps_stored", "set_enabled"]
 
-
-def on_steps_stored(session: Session, run: Any, records: Sequence[StepIn]) -> None:
-    """Evaluate rules for ``records`` of ``run`` (``storage.steps.IngestedRun``: pk, run_id, project_id)."""
-
-
-def routers() -> list[APIRouter]:
-    """Routers to mount under ``/api/v1``."""
-    return []
+_enabled = AlertingSettings().rules
 
 
-def metric_families(session: Session, *, now: float, project: str | None) -> Iterable[Metric]:
-    """Extra families for ``/metrics`` (``project`` set: only that project's series)."""
-    return ()
+def set_enabled(enabled: bool) -> None:
+    """Turn rule evaluation on ingest on or off for this process."""
+    global _enabled
+    _enabled = enabled
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Background work for the app's lifetime; ``app.state.db`` and ``app.state.settings`` are set."""
-    yield
+def on_steps_stored(session: Session, run: IngestedRun, records: Sequence[StepIn]) -> None:
+    """Evaluate the run's rules over the stored records (in step order) and persist alerts + outbox."""
+    if not _enabled or not records:
+        return
+    evaluate_run_steps(
+        session,
+        RunRef(run.pk, run.run_id, run.project_id),
+        (StepInput(r.step, r.time, r.metrics) for r in records),
+    )

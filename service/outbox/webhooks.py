@@ -1,0 +1,101 @@
+"""Webhook subscriptions: create, list, get, delete, and which ones a transition goes to."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ..rules.model import severity_rank
+from ..storage.alert_models import Webhook
+
+__all__ = ["WebhookInfo", "create_webhook", "delete_webhook", "get_webhook", "list_webhooks", "matching_webhooks"]
+
+
+@dataclass(frozen=True)
+class WebhookInfo:
+    """A webhook as the API shows it: everything but the secret."""
+
+    id: int
+    url: str
+    project: str | None
+    run_id: str | None
+    min_severity: str
+    format: str
+    description: str | None
+    enabled: bool
+    has_secret: bool
+    created_at: float
+
+
+def _info(row: Webhook) -> WebhookInfo:
+    return WebhookInfo(
+        id=row.id,
+        url=row.url,
+        project=row.project,
+        run_id=row.run_id,
+        min_severity=row.min_severity,
+        format=row.format,
+        description=row.description,
+        enabled=row.enabled,
+        has_secret=bool(row.secret),
+        created_at=row.created_at,
+    )
+
+
+def create_webhook(
+    session: Session,
+    *,
+    url: str,
+    format: str,
+    min_severity: str,
+    secret: str | None,
+    project: str | None = None,
+    run_id: str | None = None,
+    description: str | None = None,
+) -> WebhookInfo:
+    row = Webhook(
+        url=url,
+        format=format,
+        min_severity=min_severity,
+        secret=secret,
+        project=project,
+        run_id=run_id,
+        description=description,
+        enabled=True,
+        created_at=time.time(),
+    )
+    session.add(row)
+    session.flush()
+    return _info(row)
+
+
+def list_webhooks(session: Session) -> list[WebhookInfo]:
+    return [_info(r) for r in session.scalars(select(Webhook).order_by(Webhook.id))]
+
+
+def get_webhook(session: Session, webhook_id: int) -> WebhookInfo | None:
+    row = session.get(Webhook, webhook_id)
+    return None if row is None else _info(row)
+
+
+def delete_webhook(session: Session, *, webhook_id: int) -> bool:
+    """Delete a webhook with its outbox rows and delivery records (cascade)."""
+    return bool(session.execute(delete(Webhook).where(Webhook.id == webhook_id)).rowcount)
+
+
+def matching_webhooks(session: Session, *, project: str | None, run_id: str, severity: str) -> list[Webhook]:
+    """Enabled webhooks whose scope covers the run and whose minimum severity the alert reaches."""
+    rank = severity_rank(severity)
+    out = []
+    for row in session.scalars(select(Webhook).where(Webhook.enabled.is_(True)).order_by(Webhook.id)):
+        if row.project is not None and row.project != project:
+            continue
+        if row.run_id is not None and row.run_id != run_id:
+            continue
+        if severity_rank(row.min_severity) > rank:
+            continue
+        out.append(row)
+    return out

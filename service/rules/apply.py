@@ -1,0 +1,178 @@
+"""Rules on ingest: evaluate a stored batch and write alerts, transitions and outbox rows.
+
+Runs inside the transaction that stored the steps, after the run row was locked (ingest into one run
+is serialised), so alerts commit or roll back with the steps. Per batch: one read of the rule
+definitions, one read and one write of the run's rule state; the evaluation itself is in memory
+(:func:`.evaluate.evaluate_batch`); rows are written only for transitions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from ..outbox.payloads import AlertEvent, render
+from ..outbox.store import enqueue
+from ..outbox.webhooks import matching_webhooks
+from ..storage.alert_models import Alert, AlertTransition, RuleState
+from ..storage.models import Project, Run
+from .evaluate import FIRING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
+from .model import Rule
+from .store import list_rules
+
+__all__ = ["RunRef", "apply_transitions", "evaluate_run_steps", "load_state", "save_state"]
+
+_project_names: dict[int, str] = {}
+
+
+@dataclass(frozen=True)
+class RunRef:
+    pk: int
+    run_id: str
+    project_id: int
+
+
+def project_name(session: Session, project_id: int) -> str | None:
+    """Project names never change, so they are cached per process."""
+    name = _project_names.get(project_id)
+    if name is None:
+        name = session.scalar(select(Project.name).where(Project.id == project_id))
+        if name is not None:
+            _project_names[project_id] = name
+    return name
+
+
+def load_state(session: Session, run_pk: int) -> tuple[RunRuleState, bool]:
+    """The run's rule state and whether a row exists."""
+    doc = session.scalar(select(RuleState.state).where(RuleState.run_pk == run_pk))
+    if doc is None:
+        return RunRuleState(), False
+    return RunRuleState.from_json(json.loads(doc)), True
+
+
+def save_state(session: Session, run_pk: int, state: RunRuleState, exists: bool, now: float) -> None:
+    doc = json.dumps(state.to_json(), separators=(",", ":"), allow_nan=False)
+    t = RuleState.__table__
+    if exists:
+        session.execute(update(t).where(t.c.run_pk == run_pk).values(state=doc, last_step=state.last_step, updated_at=now))
+    else:
+        session.execute(insert(t).values(run_pk=run_pk, state=doc, last_step=state.last_step, updated_at=now))
+
+
+def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput], *, now: float | None = None) -> list[Transition]:
+    """Evaluate the run's rules over newly stored steps and persist the outcome; the transitions."""
+    now = time.time() if now is None else now
+    steps = list(steps)
+    state, exists = load_state(session, run.pk)
+    if state.last_step is not None and all(s.step <= state.last_step for s in steps):
+        return []  # a replayed or late batch: nothing new to evaluate
+    project = project_name(session, run.project_id)
+    rules = [r for r in list_rules(session) if r.applies_to(project, run.run_id)]
+    transitions = evaluate_batch(rules, state, run.run_id, steps)
+    save_state(session, run.pk, state, exists, now)
+    if transitions:
+        apply_transitions(session, run, project, {r.id: r for r in rules}, transitions, now=now)
+    return transitions
+
+
+def _notifiable(t: Transition) -> bool:
+    """Webhooks hear about firing and about the end of a fired alert, not about pending."""
+    return t.to_state == FIRING or (t.to_state == RESOLVED and t.from_state == FIRING)
+
+
+def apply_transitions(
+    session: Session,
+    run: RunRef,
+    project: str | None,
+    rules: dict[str, Rule],
+    transitions: Sequence[Transition],
+    *,
+    now: float,
+) -> None:
+    """Write alert rows, transition rows and (for notifiable transitions) outbox rows, in order."""
+    alerts = Alert.__table__
+    started: dict[str, float] = {}
+    run_meta = None
+    for t in transitions:
+        values_doc = json.dumps(t.values, separators=(",", ":"), allow_nan=False)
+        if t.from_state is None:
+            session.execute(
+                insert(alerts).values(
+                    id=t.alert_id,
+                    run_pk=run.pk,
+                    rule_id=t.rule_id,
+                    severity=t.severity,
+                    state=t.to_state,
+                    started_step=t.step,
+                    started_at=now,
+                    fired_step=t.step if t.to_state == FIRING else None,
+                    fired_at=now if t.to_state == FIRING else None,
+                    metric_values=values_doc,
+                )
+            )
+            started[t.alert_id] = now
+        elif t.to_state == FIRING:
+            session.execute(
+                update(alerts)
+                .where(alerts.c.id == t.alert_id)
+                .values(state=FIRING, fired_step=t.step, fired_at=now, metric_values=values_doc)
+            )
+        else:
+            session.execute(
+                update(alerts)
+                .where(alerts.c.id == t.alert_id)
+                .values(state=RESOLVED, resolved_step=t.step, resolved_at=now, metric_values=values_doc)
+            )
+        session.execute(
+            insert(AlertTransition.__table__).values(
+                event_id=t.id,
+                alert_id=t.alert_id,
+                run_pk=run.pk,
+                rule_id=t.rule_id,
+                severity=t.severity,
+                from_state=t.from_state,
+                to_state=t.to_state,
+                step=t.step,
+                step_time=t.time,
+                at=now,
+                metric_values=values_doc,
+            )
+        )
+        if not _notifiable(t):
+            continue
+        hooks = matching_webhooks(session, project=project, run_id=run.run_id, severity=t.severity)
+        if not hooks:
+            continue
+        if run_meta is None:
+            run_meta = session.execute(select(Run.name, Run.algorithm).where(Run.id == run.pk)).one()
+        if t.alert_id not in started:
+            started[t.alert_id] = session.scalar(select(alerts.c.started_at).where(alerts.c.id == t.alert_id)) or now
+        rule = rules.get(t.rule_id)
+        event = AlertEvent(
+            event_id=t.id,
+            type=f"alert.{t.to_state}",
+            alert_id=t.alert_id,
+            rule=t.rule_id,
+            severity=t.severity,
+            state=t.to_state,
+            previous_state=t.from_state,
+            run_id=run.run_id,
+            project=project,
+            step=t.step,
+            at=now,
+            started_at=started[t.alert_id],
+            run_name=run_meta.name,
+            algorithm=run_meta.algorithm,
+            step_time=t.time,
+            values=t.values,
+            description=rule.description if rule else "",
+        )
+        for hook in hooks:
+            enqueue(session, webhook_id=hook.id, event_id=t.id, order_key=run.run_id, body=render(hook.format, event), now=now)
+
+
