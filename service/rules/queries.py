@@ -1,0 +1,145 @@
+"""Reading alerts back: lists for the API, firing alerts for /metrics, first alert steps for compare."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..storage.alert_models import Alert, AlertTransition
+from ..storage.models import Project, Run
+
+__all__ = [
+    "AlertInfo",
+    "FiringAlert",
+    "TransitionInfo",
+    "firing_alerts",
+    "first_alert_steps",
+    "list_alerts",
+    "run_transitions",
+]
+
+
+@dataclass(frozen=True)
+class AlertInfo:
+    id: str
+    run_id: str
+    project: str
+    rule: str
+    severity: str
+    state: str
+    started_step: int
+    started_at: float
+    fired_step: int | None
+    fired_at: float | None
+    resolved_step: int | None
+    resolved_at: float | None
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TransitionInfo:
+    event_id: str
+    alert_id: str
+    rule: str
+    severity: str
+    from_state: str | None
+    to_state: str
+    step: int
+    at: float
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FiringAlert:
+    project: str
+    run_id: str
+    rule: str
+    severity: str
+
+
+def list_alerts(
+    session: Session,
+    *,
+    state: str | None = None,
+    project: str | None = None,
+    run_id: str | None = None,
+    limit: int = 200,
+    offset: int = 0,
+) -> list[AlertInfo]:
+    """Alerts newest first, filtered by state, project name and run id."""
+    q = (
+        select(Alert, Run.run_id, Project.name)
+        .join(Run, Run.id == Alert.run_pk)
+        .join(Project, Project.id == Run.project_id)
+    )
+    if state is not None:
+        q = q.where(Alert.state == state)
+    if project is not None:
+        q = q.where(Project.name == project)
+    if run_id is not None:
+        q = q.where(Run.run_id == run_id)
+    q = q.order_by(Alert.started_at.desc(), Alert.started_step.desc(), Alert.id).limit(limit).offset(offset)
+    return [
+        AlertInfo(
+            id=a.id,
+            run_id=rid,
+            project=pname,
+            rule=a.rule_id,
+            severity=a.severity,
+            state=a.state,
+            started_step=a.started_step,
+            started_at=a.started_at,
+            fired_step=a.fired_step,
+            fired_at=a.fired_at,
+            resolved_step=a.resolved_step,
+            resolved_at=a.resolved_at,
+            values=json.loads(a.metric_values),
+        )
+        for a, rid, pname in session.execute(q)
+    ]
+
+
+def run_transitions(session: Session, *, run_pk: int, limit: int = 1000) -> list[TransitionInfo]:
+    """A run's alert transitions in the order they happened."""
+    q = select(AlertTransition).where(AlertTransition.run_pk == run_pk).order_by(AlertTransition.id).limit(limit)
+    return [
+        TransitionInfo(t.event_id, t.alert_id, t.rule_id, t.severity, t.from_state, t.to_state, t.step, t.at,
+                       json.loads(t.metric_values))
+        for t in session.scalars(q)
+    ]
+
+
+def firing_alerts(session: Session) -> list[FiringAlert]:
+    """Every alert firing now, with its run's project (for ``sapo_alert_firing``)."""
+    q = (
+        select(Project.name, Run.run_id, Alert.rule_id, Alert.severity)
+        .join(Run, Run.id == Alert.run_pk)
+        .join(Project, Project.id == Run.project_id)
+        .where(Alert.state == "firing")
+        .order_by(Run.run_id, Alert.rule_id)
+    )
+    return [FiringAlert(*row) for row in session.execute(q)]
+
+
+def first_alert_steps(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, int | None]]:
+    """Per run: ``{"first_warning_step": .., "first_critical_step": ..}``: the earliest step at which an
+    alert of that severity fired (the critical one is the run's "collapse step"); None when none did."""
+    out: dict[str, dict[str, int | None]] = {
+        rid: {"first_warning_step": None, "first_critical_step": None} for rid in run_ids
+    }
+    if not run_ids:
+        return out
+    q = (
+        select(Run.run_id, Alert.severity, func.min(Alert.fired_step))
+        .join(Run, Run.id == Alert.run_pk)
+        .where(Run.run_id.in_(list(run_ids)), Alert.fired_step.is_not(None))
+        .group_by(Run.run_id, Alert.severity)
+    )
+    for rid, severity, step in session.execute(q):
+        out[rid][f"first_{severity}_step"] = int(step)
+    return out

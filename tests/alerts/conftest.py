@@ -1,0 +1,66 @@
+"""Fixtures for the alert tests: a migrated database on SQLite and on PostgreSQL (its own database
+per test), helpers to ingest step records through the service's storage layer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sapo_monitor.service.decode import StepIn
+from sapo_monitor.service.storage import migrate
+from sapo_monitor.service.storage.db import Database
+from sapo_monitor.service.storage.runs import ensure_project
+from sapo_monitor.service.storage.steps import store_steps
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_database() -> tuple[str, str]:
+    name = f"sapo_t_{uuid.uuid4().hex}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def _drop_pg(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A migrated, empty database URL: ``sqlite`` or ``postgresql`` (from the test's parameter)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/alerts.db"
+        migrate.upgrade(url)
+        yield url
+        return
+    name, url = _pg_database()
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        _drop_pg(name)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url, pool_size=4)
+    yield database
+    database.dispose()
+
+
+BOTH = pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+
+
+def ingest(db: Database, run_id: str, trace, *, project: str = "p") -> None:  # type: ignore[no-untyped-def]
+    """Store ``[(step, metrics), ...]`` in one transaction, as the ingest route does."""
+    now = time.time()
+    records = [StepIn(step=s, time=now, metrics=m) for s, m in sorted(trace, key=lambda x: x[0])]
+    with db.write() as session:
+        pid = ensure_project(session, project)
+        store_steps(session, run_id=run_id, project_id=pid, records=records, now=now)
