@@ -38,6 +38,9 @@ _train.register(app)
 from sapo_monitor.cli import grafana as _grafana  # noqa: E402
 
 _grafana.register(app)
+from sapo_monitor.cli import demo as _demo  # noqa: E402
+
+_demo.register(app)
 
 
 def main() -> None:
