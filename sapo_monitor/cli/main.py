@@ -41,6 +41,9 @@ _grafana.register(app)
 from sapo_monitor.cli import demo as _demo  # noqa: E402
 
 _demo.register(app)
+from sapo_monitor.cli import webhooks as _webhooks  # noqa: E402
+
+_webhooks.register(app)
 
 
 def main() -> None:
