@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sapo_monitor.client.errors import InputError
-from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_EDGES
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
 
 if TYPE_CHECKING:
     import torch
@@ -114,8 +114,11 @@ class StepAccumulator:
     quantile outside the grid.
     """
 
-    def __init__(self, config: StatsConfig = StatsConfig()) -> None:
+    def __init__(self, config: StatsConfig = StatsConfig(), *, compact: bool | None = None) -> None:
         self.config = config
+        # compact=True gathers the finite masked tokens into a vector (fastest on a CPU); False keeps
+        # the [B, T] layout with a mask, which needs no host sync (the default on accelerators).
+        self.compact = compact
         self._sums: dict[str, torch.Tensor] = {}
         self._maxes: dict[str, torch.Tensor] = {}
         self._moments: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -139,13 +142,19 @@ class StepAccumulator:
         old = self._maxes.get(name)
         self._maxes[name] = value if old is None else torch.maximum(old, value)
 
-    def _add_moments(self, name: str, x: torch.Tensor, sel: torch.Tensor) -> None:
-        """Merge (count, mean, M2) of ``x[sel]``: two-pass within the batch, Chan across batches."""
+    def _add_moments(self, name: str, n: torch.Tensor, shifted_sum: torch.Tensor, shifted_sq: torch.Tensor,
+                     pivot: torch.Tensor | float) -> None:
+        """Merge (count, mean, M2) of values given as sums of (x - pivot) and (x - pivot)^2.
+
+        The pivot is one of the values, so near-constant data (ties) keeps full precision; batches
+        merge with Chan's formula.
+        """
         import torch
 
-        n = sel.sum().to(torch.float64)
-        mean = torch.where(sel, x, 0.0).sum() / n.clamp(min=1)
-        m2 = torch.where(sel, x - mean, 0.0).square().sum()
+        n = n.to(torch.float64)
+        safe_n = n.clamp(min=1)
+        mean = pivot + shifted_sum / safe_n
+        m2 = (shifted_sq - shifted_sum.square() / safe_n).clamp(min=0)
         old = self._moments.get(name)
         if old is None:
             self._moments[name] = (n, mean, m2)
@@ -193,20 +202,18 @@ class StepAccumulator:
         for name, t in (("logp_old", logp_old), ("mask", mask)):
             _check_shape(name, t, shape)
         if tuple(advantages.shape) not in (shape[:1], shape):
-            raise InputError(f"advantages has shape {tuple(advantages.shape)}; expected [B]={shape[:1]} or [B, T]={shape}")
+            raise InputError(
+                f"advantages has shape {tuple(advantages.shape)}; expected [B]={shape[:1]} or [B, T]={shape}"
+            )
         cfg = self.config
+        n_rows = shape[0]
 
         m = mask.detach().to(device) > 0
-        old = logp_old.detach().to(device=device, dtype=f64)
-        lr = logp_new.detach().to(f64) - old
-        finite = torch.isfinite(lr)
+        new, old = logp_new.detach(), logp_old.detach().to(device)
+        # lr is finite exactly when both log-probs are (their float64 difference cannot overflow).
+        finite = torch.isfinite(new) & torch.isfinite(old)
         valid = m & finite
         adv = advantages.detach().to(device=device, dtype=f64)
-        tok_adv = adv if adv.dim() == 2 else adv.unsqueeze(1).expand(shape)
-        pos = valid & (tok_adv > 0)
-        neg = valid & (tok_adv < 0)
-        zero = valid & (tok_adv == 0)
-        nonzero = pos | neg
 
         # The mask itself: tokens, sequences, lengths.
         seq_len = m.sum(1)
@@ -214,64 +221,90 @@ class StepAccumulator:
         self._add_sum("n_mask", seq_len.sum())
         self._add_sum("n_nonfinite", (m & ~finite).sum())
         self._add_sum("n_seq", has_tokens.sum())
-        self._add_max("len_max", _masked_max(seq_len.to(f64), torch.ones_like(has_tokens)))
-        self._add_sum("n_valid", valid.sum())
+        self._add_max("len_max", _masked_max(seq_len.to(f64), None))
 
-        # Token values over the finite masked tokens.
-        lr0 = torch.where(valid, lr, 0.0)
-        r = lr0.exp()
+        tokens = _Tokens(valid, compact=self.compact if self.compact is not None else device.type == "cpu")
+        # Gather in the input dtype, then compute in float64: the log-ratios (0 where excluded, masked mode).
+        x = tokens.take(new).to(f64) - tokens.take(old).to(f64)
+        a = tokens.take(adv) if adv.dim() == 2 else adv[tokens.rows]
+        sel = tokens.sel
+        n_valid = tokens.count()
+        self._add_sum("n_valid", n_valid)
+
+        # Token values: each per-token feature is summed per group (all, A > 0, A < 0) by one
+        # matrix-vector product instead of a masked reduction per statistic and group.
+        r = x.exp()
         rm1 = r - 1.0
-        self._add_moments("lr", lr0, valid)
-        self._add_moments("ratio", rm1, valid)  # variance is shift-invariant; r - 1 keeps it well-conditioned
-        self._add_max("lr_max", _masked_max(lr0, valid))
-        self._add_max("lr_negmin", _masked_max(-lr0, valid))
-        self._add_sum("k3_sum", torch.where(valid, rm1 - lr0, 0.0).sum())
-        clip_high = pos & (r > 1.0 + cfg.eps_high)
-        clip_low = neg & (r < 1.0 - cfg.eps_low)
-        self._add_sum("clip_high", clip_high.sum())
-        self._add_sum("clip_low", clip_low.sum())
-        self._add_histograms(lr0, valid)
-        self._kept_lr.append(torch.where(valid, lr, math.nan))
-
-        # SAPO gate over tokens with a non-zero advantage.
-        tau = torch.where(pos, cfg.tau_pos, torch.full_like(lr0, cfg.tau_neg))
+        lr_pivot, r_pivot = tokens.pivot(x), tokens.pivot(rm1)
+        d_lr, d_r = x - lr_pivot, rm1 - r_pivot
+        is_pos, is_neg = a > 0, a < 0
+        if sel is not None:
+            is_pos, is_neg = is_pos & sel, is_neg & sel
+        pos_f, neg_f = is_pos.to(f64), is_neg.to(f64)
+        tau = cfg.tau_neg + (cfg.tau_pos - cfg.tau_neg) * pos_f
         p = torch.sigmoid(tau * rm1)
         w = 4.0 * p * (1.0 - p)
-        f = 4.0 * p / tau
-        saturated = w < cfg.saturation_threshold
-        self._add_sum("n_nonzero", nonzero.sum())
-        self._add_sum("w_sum", torch.where(nonzero, w, 0.0).sum())
-        self._add_sum("f_sum", torch.where(nonzero, f, 0.0).sum())
-        self._add_sum("sat", (nonzero & saturated).sum())
-        grad_mass = w * tok_adv.abs()
-        for sign, sel, clipped in (("pos", pos, clip_high), ("neg", neg, clip_low)):
-            self._add_sum(f"n_{sign}", sel.sum())
-            self._add_moments(f"ratio_{sign}", rm1, sel)
-            self._add_sum(f"lr_sum_{sign}", torch.where(sel, lr0, 0.0).sum())
-            self._add_sum(f"w_sum_{sign}", torch.where(sel, w, 0.0).sum())
-            self._add_sum(f"sat_{sign}", (sel & saturated).sum())
-            self._add_sum(f"clip_{sign}", clipped.sum())
-            self._add_sum(f"gm_{sign}", torch.where(sel, grad_mass, 0.0).sum())
-        self._add_sum("n_zero", zero.sum())
+        features = (
+            d_lr,
+            d_lr.square(),
+            d_r,
+            d_r.square(),
+            rm1 - x,  # k3 term
+            w,
+            4.0 * p / tau,  # gate value f
+            (w < cfg.saturation_threshold).to(f64),
+            (r > 1.0 + cfg.eps_high).to(f64),
+            (r < 1.0 - cfg.eps_low).to(f64),
+            w * a.abs(),  # gradient mass
+        )
+        groups = torch.stack([tokens.ones(x), pos_f, neg_f], dim=0)  # [3, n], rows contiguous
+        sums = torch.stack([torch.mv(groups, feature) for feature in features], dim=1)  # [3, 11]
+        counts = groups.sum(1)
+        (s_dlr, s_dlr2, s_dr, s_dr2, s_k3, s_w, s_f, s_sat, s_hi, s_lo, s_gm) = sums.unbind(1)
+
+        self._add_moments("lr", counts[0], s_dlr[0], s_dlr2[0], lr_pivot)
+        self._add_moments("ratio", counts[0], s_dr[0], s_dr2[0], r_pivot)  # r - 1: shift-invariant variance
+        self._add_max("lr_max", _masked_max(x, sel))
+        self._add_max("lr_negmin", _masked_max(-x, sel))
+        self._add_sum("k3_sum", s_k3[0])
+        self._add_sum("clip_high", s_hi[1])
+        self._add_sum("clip_low", s_lo[2])
+        self._add_sum("n_nonzero", counts[1] + counts[2])
+        self._add_sum("w_sum", s_w[1] + s_w[2])
+        self._add_sum("f_sum", s_f[1] + s_f[2])
+        self._add_sum("sat", s_sat[1] + s_sat[2])
+        for g, sign, clipped in ((1, "pos", s_hi), (2, "neg", s_lo)):
+            self._add_sum(f"n_{sign}", counts[g])
+            self._add_moments(f"ratio_{sign}", counts[g], s_dr[g], s_dr2[g], r_pivot)
+            self._add_sum(f"lr_sum_{sign}", s_dlr[g] + lr_pivot * counts[g])
+            self._add_sum(f"w_sum_{sign}", s_w[g])
+            self._add_sum(f"sat_{sign}", s_sat[g])
+            self._add_sum(f"clip_{sign}", clipped[g])
+            self._add_sum(f"gm_{sign}", s_gm[g])
+        is_zero = a == 0
+        self._add_sum("n_zero", (is_zero if sel is None else is_zero & sel).sum())
+        self._add_histograms(x, sel)
+        self._kept_lr.append(x if sel is None else torch.where(sel, x, math.nan))
 
         # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
-        n_i = valid.sum(1)
+        n_i = tokens.per_row(None, n_rows)
         seq_ok = n_i > 0
-        seq_mean = lr0.sum(1) / n_i.clamp(min=1)
-        seq_std = (torch.where(valid, lr0 - seq_mean.unsqueeze(1), 0.0).square().sum(1) / n_i.clamp(min=1)).sqrt()
+        seq_mean = tokens.per_row(x, n_rows) / n_i.clamp(min=1)
+        seq_var = tokens.per_row((x - seq_mean[tokens.rows]).square(), n_rows) / n_i.clamp(min=1)
         s = seq_mean.exp()
         seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
         seq_clip = seq_ok & (
             ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
         )
-        self._add_moments("seq_ratio", s - 1.0, seq_ok)
+        seq_d = torch.where(seq_ok, s - 1.0, 0.0)
+        self._add_moments("seq_ratio", seq_ok.sum(), seq_d.sum(), seq_d.square().sum(), 0.0)
         self._add_max("seq_lr_max", _masked_max(seq_mean, seq_ok))
         self._add_max("seq_lr_negmin", _masked_max(-seq_mean, seq_ok))
         self._add_sum("seq_clip", seq_clip.sum())
-        self._add_sum("disp_sum", torch.where(seq_ok, seq_std, 0.0).sum())
+        self._add_sum("disp_sum", torch.where(seq_ok, seq_var.sqrt(), 0.0).sum())
         self._add_sum("zero_signal", (has_tokens & (seq_adv.abs() < ZERO_SIGNAL_ABS)).sum())
 
-        self._add_optional(opt, shape, device, old, valid)
+        self._add_optional(opt, shape, device, old, tokens, n_valid)
 
     def _add_optional(
         self,
@@ -279,7 +312,8 @@ class StepAccumulator:
         shape: tuple[int, ...],
         device: torch.device,
         old: torch.Tensor,
-        valid: torch.Tensor,
+        tokens: _Tokens,
+        n_valid: torch.Tensor,
     ) -> None:
         import torch
 
@@ -287,21 +321,23 @@ class StepAccumulator:
         entropy = opt.get("entropy")
         if entropy is not None:
             _check_shape("entropy", entropy, shape)
-            ent = entropy.detach().to(device=device, dtype=f64)
-            self._add_sum("ent_sum", torch.where(valid, ent, 0.0).sum())
-            self._add_sum("ent_n", valid.sum())
+            ent = tokens.take(entropy.detach().to(device=device, dtype=f64))
+            self._add_sum("ent_sum", tokens.total(ent))
+            self._add_sum("ent_n", n_valid)
         rewards = opt.get("rewards")
         if rewards is not None:
             rw = rewards.detach().to(device=device, dtype=f64).reshape(-1)
-            self._add_moments("reward", rw, torch.ones_like(rw, dtype=torch.bool))
+            pivot = rw[:1].sum()  # the first reward (0 when there is none)
+            self._add_moments("reward", torch.tensor(rw.numel()), (rw - pivot).sum(), (rw - pivot).square().sum(),
+                              pivot)
         rollout = opt.get("logp_rollout")
         if rollout is not None:
             _check_shape("logp_rollout", rollout, shape)
-            d = torch.where(valid, old - rollout.detach().to(device=device, dtype=f64), 0.0)
-            self._add_sum("mm_sum", torch.where(valid, d, 0.0).sum())
-            self._add_sum("mm_k3_sum", torch.where(valid, d.exp() - 1.0 - d, 0.0).sum())
-            self._add_max("mm_abs_max", _masked_max(d.abs(), valid))
-            self._add_sum("mm_n", valid.sum())
+            d = tokens.take(old).to(f64) - tokens.take(rollout.detach().to(device)).to(f64)
+            self._add_sum("mm_sum", tokens.total(d))
+            self._add_sum("mm_k3_sum", tokens.total(d.exp() - 1.0 - d))
+            self._add_max("mm_abs_max", _masked_max(d.abs(), tokens.sel))
+            self._add_sum("mm_n", n_valid)
         eo, en = opt.get("experts_old"), opt.get("experts_new")
         if (eo is None) != (en is None):
             raise InputError("experts_old and experts_new must be given together")
@@ -311,33 +347,41 @@ class StepAccumulator:
                     f"experts_old {tuple(eo.shape)} and experts_new {tuple(en.shape)} must both be "
                     f"[B, T, k] or [L, B, T, k] with [B, T] = {shape}"
                 )
-            eo4 = eo.detach().to(device).reshape(-1, *eo.shape[-3:]).sort(-1).values
-            en4 = en.detach().to(device).reshape(-1, *en.shape[-3:]).sort(-1).values
-            changed = (eo4 != en4).any(-1)  # [L, B, T]: the chosen set differs
-            self._add_sum("flip_sum", (changed & valid.unsqueeze(0)).sum())
-            self._add_sum("flip_n", valid.sum() * eo4.shape[0])
+            eo4 = eo.detach().to(device).reshape(-1, *eo.shape[-3:])
+            en4 = en.detach().to(device).reshape(-1, *en.shape[-3:])
+            # Compare chosen sets, not orders: sort the k ids of each (layer, token).
+            changed = (eo4.sort(-1).values != en4.sort(-1).values).any(-1)  # [L, B, T]
+            flips = sum(tokens.total(tokens.take(layer).to(f64)) for layer in changed.unbind(0))
+            self._add_sum("flip_sum", flips)
+            self._add_sum("flip_n", n_valid * eo4.shape[0])
 
-    def _add_histograms(self, lr0: torch.Tensor, valid: torch.Tensor) -> None:
+    def _add_histograms(self, x: torch.Tensor, sel: torch.Tensor | None) -> None:
         import torch
 
-        f64, device = torch.float64, lr0.device
-        flat_lr, flat_valid = lr0.reshape(-1), valid.reshape(-1)
-        # The wire histogram: bucketize against the exact edges (right=True: edge <= lr < next edge).
-        edges = torch.tensor(LOG_RATIO_HIST_EDGES[1:-1], dtype=f64, device=device)
-        bins = torch.where(flat_valid, torch.bucketize(flat_lr, edges, right=True), LOG_RATIO_HIST_BINS)
+        f64, device = torch.float64, x.device
+        # The wire histogram. Its inner edges are the doubles nearest to j / 10 (j = -20..20), which
+        # an IEEE division j / 10.0 gives exactly; so a guess j = floor(10 x) corrected by one exact
+        # comparison with each neighbouring edge puts every value in its left-closed bin.
+        j = (x * 10.0).floor()
+        j = j - (x < j / 10.0).to(f64) + (x >= (j + 1.0) / 10.0).to(f64)
+        bins = (j + 21.0).clamp(0, LOG_RATIO_HIST_BINS - 1).long()
+        if sel is not None:
+            bins = torch.where(sel, bins, LOG_RATIO_HIST_BINS)
         hist = torch.bincount(bins, minlength=LOG_RATIO_HIST_BINS + 1)[:LOG_RATIO_HIST_BINS]
         self._hist = hist if self._hist is None else self._hist + hist
 
-        # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow; invalid
-        # tokens go to a dump bin that is cut off. Each bin also keeps its exact min and max.
+        # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow (and, in
+        # masked mode, a dump bin for excluded tokens that is cut off). Each bin keeps its exact min, max.
         dump = _GRID_BINS + 2
-        cell = ((flat_lr + _GRID_HALF) * _GRID_SCALE).floor().clamp(-1, _GRID_BINS).long() + 1
-        cell = torch.where(flat_valid, cell, dump)
+        cell = (x * _GRID_SCALE).floor().clamp(-_GRID_HALF * _GRID_SCALE - 1, _GRID_HALF * _GRID_SCALE).long()
+        cell += int(_GRID_HALF * _GRID_SCALE) + 1
+        if sel is not None:
+            cell = torch.where(sel, cell, dump)
         counts = torch.bincount(cell, minlength=dump + 1)[:dump]
         lo = torch.full((dump + 1,), math.inf, dtype=f64, device=device)
-        lo = lo.scatter_reduce(0, cell, flat_lr, "amin")[:dump]
+        lo = lo.scatter_reduce(0, cell, x, "amin")[:dump]
         hi = torch.full((dump + 1,), -math.inf, dtype=f64, device=device)
-        hi = hi.scatter_reduce(0, cell, flat_lr, "amax")[:dump]
+        hi = hi.scatter_reduce(0, cell, x, "amax")[:dump]
         if self._grid is None:
             self._grid = (counts, lo, hi)
         else:
@@ -499,12 +543,76 @@ def _assemble(h: dict[str, float], quantiles: dict[str, float]) -> dict[str, flo
     return out
 
 
-def _masked_max(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+def _masked_max(x: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
     import torch
 
     if x.numel() == 0:
         return torch.tensor(-math.inf, dtype=torch.float64, device=x.device)
-    return torch.where(sel, x, -math.inf).amax()
+    return x.amax() if sel is None else torch.where(sel, x, -math.inf).amax()
+
+
+class _Tokens:
+    """The finite masked tokens of one micro-batch, seen as one vector.
+
+    Compact mode gathers them (data-dependent size: cheap on a CPU, a host sync on an accelerator);
+    masked mode keeps every position and carries ``sel``, so excluded positions are zeroed by
+    :meth:`take` and dropped by the sums. ``rows`` is each entry's sequence index.
+    """
+
+    def __init__(self, valid: torch.Tensor, *, compact: bool) -> None:
+        import torch
+
+        n_rows, n_cols = valid.shape
+        self.sel: torch.Tensor | None
+        self._valid = valid
+        if compact:
+            self.rows = torch.arange(n_rows, device=valid.device).repeat_interleave(valid.sum(1))
+            self.sel = None
+        else:
+            self.rows = torch.arange(n_rows, device=valid.device).repeat_interleave(n_cols)
+            self.sel = valid.reshape(-1)
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if self.sel is None:
+            return t[self._valid]
+        return torch.where(self.sel, t.reshape(-1), torch.zeros((), dtype=t.dtype, device=t.device))
+
+    def ones(self, like: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return torch.ones_like(like) if self.sel is None else self.sel.to(like.dtype)
+
+    def count(self) -> torch.Tensor:
+        import torch
+
+        if self.sel is None:
+            return torch.tensor(self.rows.numel(), device=self.rows.device)
+        return self.sel.sum()
+
+    def pivot(self, v: torch.Tensor) -> torch.Tensor:
+        """One of the values (0 when there is none): the shift that keeps ties exact."""
+        if self.sel is None:
+            return v[:1].sum()
+        return v[self.sel.int().argmax()]
+
+    def total(self, v: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return v.sum() if self.sel is None else torch.where(self.sel, v, 0.0).sum()
+
+    def per_row(self, v: torch.Tensor | None, n_rows: int) -> torch.Tensor:
+        """Sum of ``v`` (or the count, for None) per sequence, as float64 [B]."""
+        import torch
+
+        if v is None:
+            weights = torch.ones(self.rows.numel(), dtype=torch.float64, device=self.rows.device)
+            if self.sel is not None:
+                weights = self.sel.to(torch.float64)
+        else:
+            weights = v if self.sel is None else torch.where(self.sel, v, 0.0)
+        return torch.bincount(self.rows, weights=weights, minlength=n_rows)
 
 
 def _check_2d(name: str, t: object) -> None:

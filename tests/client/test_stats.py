@@ -289,3 +289,25 @@ def test_bad_shapes_name_the_argument(change, message):
     change(case)
     with pytest.raises(InputError, match=message):
         compute_step_stats(**case)
+
+
+def test_histogram_edges_are_the_divisions_the_stats_use():
+    # stats.py finds each bin with exact comparisons against j / 10.0: that must be wire's edge list.
+    assert [(k - 20) / 10.0 for k in range(41)] == list(wire.LOG_RATIO_HIST_EDGES[1:-1])
+
+
+@pytest.mark.parametrize("value", [-2.0, -1.9, -0.1, 0.0, 0.1, 0.3, 1.9, 2.0])
+def test_values_on_histogram_edges_go_to_the_bin_they_open(value):
+    lr = torch.tensor([[value, math.nextafter(value, -math.inf)]], dtype=torch.float64)
+    got = compute_step_stats(lr, torch.zeros_like(lr), torch.ones(1), torch.ones_like(lr))["hist.log_ratio"]
+    k = round(value * 10) + 21
+    assert got[k] == 1 and got[k - 1] == 1, got
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_compact_and_masked_layouts_agree(compact):
+    case = make_case(seed=20)
+    case["logp_new"][0, 1] = math.nan
+    acc = StepAccumulator(compact=compact)
+    acc.add(**case)
+    assert_matches(acc.result(), reference_stats(**case, cfg=StatsConfig()))
