@@ -32,6 +32,11 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+def _spans_decades(outcomes: Sequence[RunOutcome], metric: str) -> bool:
+    values = [abs(v) for o in outcomes for v in o.series.get(metric, ([], []))[1] if math.isfinite(v) and v]
+    return bool(values) and max(values) / max(min(values), 1e-3) > 1000
+
+
 def plot_comparison(outcomes: Sequence[RunOutcome], path: Path, *, title: str) -> Path:
     """Write a PNG with one panel per metric in :data:`PLOTTED_METRICS`; collapse steps as dashed lines."""
     import matplotlib
@@ -54,6 +59,9 @@ def plot_comparison(outcomes: Sequence[RunOutcome], path: Path, *, title: str) -
             ax.plot(steps, _smooth(values, window), color=colour, linewidth=1.4, label=run.label)
             if run.collapse is not None:
                 ax.axvline(run.collapse.step, color=colour, linestyle="--", linewidth=1.0)
+        if _spans_decades(outcomes, metric):
+            ax.set_yscale("symlog", linthresh=0.1)  # ratio spikes of 1000x would flatten everything else
+            ax.set_ylim(bottom=0)  # spreads and fractions are never negative
         ax.set_title(_TITLES.get(metric, metric), fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
@@ -61,9 +69,11 @@ def plot_comparison(outcomes: Sequence[RunOutcome], path: Path, *, title: str) -
     for ax in list(axes.flat)[len(PLOTTED_METRICS) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels) or 1, frameon=False, fontsize=10)
-    fig.suptitle(f"{title}  (dashed: first critical alert)", y=0.995, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.suptitle(f"{title}  (dashed line: the run's first critical alert)", y=0.995, fontsize=11)
+    fig.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=len(labels) or 1, frameon=False
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
