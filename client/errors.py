@@ -49,10 +49,12 @@ class DeliveryError(SapoMonitorError):
 class TransportError(DeliveryError):
     """The HTTP exchange failed. ``status`` is the HTTP status (None: no response at all)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds, from the response's Retry-After header
 
 
 class SpoolError(DeliveryError):

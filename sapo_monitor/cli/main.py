@@ -44,6 +44,9 @@ _demo.register(app)
 from sapo_monitor.cli import webhooks as _webhooks  # noqa: E402
 
 _webhooks.register(app)
+from sapo_monitor.cli import upload as _upload  # noqa: E402
+
+_upload.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,257 @@
+"""``Monitor``: what training code talks to. ``init`` builds one; adapters call it from trainer hooks.
+
+Per optimizer step: ``observe`` once per micro-batch (statistics accumulate on the device), then
+``end_step`` (one device-to-host transfer, a :class:`~sapo_monitor.client.wire.StepRecord` handed to
+the background delivery). Neither raises into training code: a problem is logged once, with its reason,
+and training goes on (``strict=True`` re-raises input errors, for tests and debugging).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sapo_monitor.client import wire
+from sapo_monitor.client._delivery import Delivery
+from sapo_monitor.client._spool import Spool
+from sapo_monitor.client.errors import ConfigError, InputError
+from sapo_monitor.client.settings import ClientSettings
+from sapo_monitor.client.stats import StatsConfig, StepAccumulator
+
+if TYPE_CHECKING:
+    import torch
+    from sapo_monitor.client._transport import Transport
+
+__all__ = ["RUN_ID_RE", "Monitor", "init"]
+
+log = logging.getLogger("sapo_monitor.client")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+class Monitor:
+    """One run's statistics and delivery. Build it with :func:`init` (or ``attach``)."""
+
+    def __init__(self, *, run_id: str, spec: wire.RunSpec, delivery: Delivery,
+                 stats_config: StatsConfig = StatsConfig(), strict: bool = False) -> None:
+        self.run_id = run_id
+        self.spec = spec
+        self.stats_config = stats_config
+        self.strict = strict
+        self._delivery = delivery
+        self._acc = StepAccumulator(stats_config)
+        self._last_step: int | None = None
+        self._warned: set[str] = set()
+        self._closed = False
+        atexit.register(self._at_exit)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._delivery.spool.dir
+
+    @property
+    def last_step(self) -> int | None:
+        return self._last_step
+
+    def observe(
+        self,
+        logp_new: torch.Tensor,
+        logp_old: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        **optional_tensors: torch.Tensor | None,
+    ) -> None:
+        """Fold one micro-batch into the current step (tensors: see ``stats.compute_step_stats``)."""
+        try:
+            present = {k: v for k, v in optional_tensors.items() if v is not None}
+            self._acc.add(logp_new, logp_old, advantages, mask, **present)
+        except Exception as exc:
+            if self.strict and isinstance(exc, InputError):
+                raise
+            self._warn_once(f"observe-{type(exc).__name__}", f"sapo-monitor: observe() skipped a micro-batch "
+                                                             f"of run {self.run_id}: {exc}")
+
+    def end_step(
+        self,
+        step: int | None = None,
+        *,
+        loss: float | None = None,
+        grad_norm: float | None = None,
+        lr: float | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> wire.StepRecord:
+        """Close the step: aggregate its micro-batches and queue the record (does not wait for the network).
+
+        ``step`` defaults to the previous step + 1 (starting at 0). ``metrics`` adds extra named values
+        (names ``[a-z0-9_.]+``). Returns the record that was queued.
+        """
+        if step is None:
+            step = 0 if self._last_step is None else self._last_step + 1
+        self._last_step = step
+        values: dict[str, float] = {}
+        histograms: dict[str, list[int]] = {}
+        try:
+            stats = self._acc.result() if not self._acc.empty else {}
+            for name, value in stats.items():
+                if isinstance(value, list):
+                    histograms[wire.LOG_RATIO_HIST_NAME] = value
+                else:
+                    values[name] = value
+        except Exception as exc:
+            self._warn_once(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of step {step} of run "
+                                                           f"{self.run_id} failed: {exc}")
+        finally:
+            self._acc.reset()  # drop every tensor of the step
+        for name, value in (("loss", loss), ("grad_norm", grad_norm), ("lr", lr), *(metrics or {}).items()):
+            if value is None:
+                continue
+            try:
+                if not wire.METRIC_NAME_RE.match(name):
+                    raise ValueError(f"metric name {name!r} must match {wire.METRIC_NAME_RE.pattern}")
+                values[name] = float(value)
+            except (TypeError, ValueError) as exc:
+                self._warn_once(f"metric-{name}", f"sapo-monitor: metric {name!r} dropped: {exc}")
+        record = wire.StepRecord(step=int(step), time=time.time(), metrics=values, histograms=histograms)
+        try:
+            self._delivery.submit(record)
+        except Exception as exc:  # submit does not raise; belt and braces for training's sake
+            self._warn_once("submit", f"sapo-monitor: could not queue step {step}: {exc}")
+        return record
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every step so far is delivered (or, offline, in the spool). True when done."""
+        return self._delivery.flush(timeout)
+
+    def close(self, timeout: float | None = None, *, status: str = "finished") -> None:
+        """Deliver what is pending, mark the run ``status``, stop the worker. Also runs at exit."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        try:
+            self._delivery.close(timeout, status=status)
+        except Exception as exc:
+            log.warning("sapo-monitor: closing run %s: %s", self.run_id, exc)
+
+    def _at_exit(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(status="failed" if exc_type is not None else "finished")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    def __repr__(self) -> str:
+        return f"Monitor(run={self.run_id!r}, project={self.spec.project!r}, spool={str(self.spool_dir)!r})"
+
+
+def init(
+    run: str | None = None,
+    *,
+    project: str | None = None,
+    server: str | None = None,
+    token: str | None = None,
+    spool_dir: str | Path | None = None,
+    algo: str | None = None,
+    config: Mapping[str, Any] | Any | None = None,
+    tags: Mapping[str, Any] | None = None,
+    stats_config: StatsConfig | None = None,
+    name: str | None = None,
+    strict: bool = False,
+    transport: Transport | None = None,
+    settings: ClientSettings | None = None,
+) -> Monitor:
+    """Start monitoring a run.
+
+    Args:
+        run: the run id ``[A-Za-z0-9_.-]{1,128}``; reusing one resumes it (and its spool). Default: a new id.
+        project: project name (default ``SAPO_MONITOR_PROJECT`` or "default").
+        server: service URL (default ``SAPO_MONITOR_SERVER``); None: offline, steps go to the spool only.
+        token: bearer token (default ``SAPO_MONITOR_TOKEN``).
+        spool_dir: spool root (default ``SAPO_MONITOR_SPOOL_DIR`` or ``~/.cache/sapo-monitor/spool``).
+        algo: "sapo", "grpo", "gspo", ...; config: the run's configuration (dict or dataclass);
+        tags: string labels. stats_config: thresholds of the statistics. name: display name.
+        strict: re-raise input errors from ``observe`` instead of logging them.
+        transport: replaces the HTTP transport (tests); settings: replaces the environment.
+
+    Raises:
+        ConfigError: a bad run id or server URL.
+    """
+    settings = settings or _settings_from_env()
+    overrides: dict[str, Any] = {}
+    if server is not None:
+        overrides["server"] = server
+    if token is not None:
+        overrides["token"] = token
+    if project is not None:
+        overrides["project"] = project
+    if spool_dir is not None:
+        overrides["spool_dir"] = Path(spool_dir)
+    if overrides:
+        try:
+            settings = ClientSettings.model_validate({**settings.model_dump(), **overrides})
+        except Exception as exc:
+            raise ConfigError(str(exc)) from exc
+    run_id = run or _new_run_id(algo)
+    if not RUN_ID_RE.match(run_id):
+        raise ConfigError(f"run id {run_id!r} must match [A-Za-z0-9_.-]{{1,128}}")
+    spec = wire.RunSpec(
+        project=settings.project,
+        name=name or run_id,
+        algorithm=algo,
+        config=_jsonable(config or {}),
+        tags={str(k): str(v) for k, v in (tags or {}).items()},
+        status="running",
+    )
+    if transport is None and settings.server is not None:
+        from sapo_monitor.client._transport import HttpTransport
+
+        token_value = settings.token.get_secret_value() if settings.token else None
+        transport = HttpTransport(settings.server, token_value, timeout=settings.timeout)
+    spool = Spool(settings.run_spool_dir(run_id))
+    delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings)
+    if transport is None:
+        log.info("sapo-monitor: no server set; run %s is recorded offline in %s", run_id, spool.dir)
+    return Monitor(run_id=run_id, spec=spec, delivery=delivery, stats_config=stats_config or StatsConfig(),
+                   strict=strict)
+
+
+def _settings_from_env() -> ClientSettings:
+    try:
+        return ClientSettings()
+    except Exception as exc:
+        raise ConfigError(f"invalid SAPO_MONITOR_* environment: {exc}") from exc
+
+
+def _new_run_id(algo: str | None) -> str:
+    return f"{algo or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON data from configs: dataclasses, paths, enums, tuples; non-finite floats as strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else wire.encode_float(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    return str(value)
