@@ -65,3 +65,5 @@ def attach(trainer: object, **init_kwargs: Any) -> Monitor:
 
 # The bundled reference trainer.
 register_adapter("sapo_monitor.trainer.train.Trainer", "sapo_monitor.client.adapters.trainer:attach_trainer")
+# Hugging Face TRL's GRPOTrainer (SAPO, GRPO family, GSPO); trl is imported only for such a trainer.
+register_adapter("trl.trainer.grpo_trainer.GRPOTrainer", "sapo_monitor.client.adapters.trl:attach_trl")

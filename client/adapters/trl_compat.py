@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from sapo_monitor.client.errors import SapoMonitorError
+
 GRPO_TRAINER_PATH = "trl.trainer.grpo_trainer.GRPOTrainer"
 
 # method name -> parameters the adapter relies on (by name)
@@ -52,7 +54,7 @@ OPTIONAL_METHODS = {
 }
 
 
-class IncompatibleTRLError(RuntimeError):
+class IncompatibleTRLError(SapoMonitorError, RuntimeError):
     """The trainer lacks a name the TRL adapter needs (TRL renamed or removed it)."""
 
 
