@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('severity', sa.String(length=16), nullable=False),
     sa.Column('params', sa.Text(), nullable=False),
     sa.Column('for_steps', sa.Integer(), nullable=False),
+    sa.Column('clear_steps', sa.Integer(), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('project', sa.String(length=200), nullable=True),
     sa.Column('run_id', sa.String(length=200), nullable=True),

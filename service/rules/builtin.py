@@ -14,8 +14,11 @@ from .model import Rule
 __all__ = ["BUILTIN_IDS", "BUILTIN_RULES", "builtin_rule"]
 
 
-def _rule(rule_id: str, kind: str, severity: str, for_steps: int, description: str, **params: Any) -> Rule:
+def _rule(
+    rule_id: str, kind: str, severity: str, for_steps: int, description: str, *, clear_steps: int = 3, **params: Any
+) -> Rule:
     return Rule(
+        clear_steps=clear_steps,
         id=rule_id,
         kind=kind,
         severity=severity,

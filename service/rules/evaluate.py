@@ -5,9 +5,10 @@ calls :func:`evaluate_batch` over the batch's steps in step order, and writes th
 returned transitions back in the same transaction.
 
 Lifecycle per (run, rule), as in Prometheus: the first step where the condition holds opens an alert
-in ``pending``; after ``for_steps`` consecutive such steps it becomes ``firing``; the first step where
-the condition no longer holds ends it as ``resolved``. With ``for_steps == 1`` the alert opens
-directly as ``firing``. A step without the metrics a rule reads changes nothing for that rule.
+in ``pending``; after ``for_steps`` consecutive such steps it becomes ``firing``. A pending alert
+ends (``resolved``) at the first step where the condition no longer holds; a firing one after
+``clear_steps`` consecutive such steps (hysteresis against flapping on noisy metrics). With
+``for_steps == 1`` the alert opens directly as ``firing``. A step without the metrics a rule reads changes nothing for that rule.
 """
 
 from __future__ import annotations
@@ -128,12 +129,15 @@ def fresh_state(rule: Rule) -> dict[str, Any]:
     return {"v": rule.version, "d": {}, "s": None, "n": 0, "a": None, "sev": rule.severity}
 
 
-def advance(lc: dict[str, Any], active: bool | None, for_steps: int) -> tuple[str | None, str] | None:
+def advance(
+    lc: dict[str, Any], active: bool | None, for_steps: int, clear_steps: int = 1
+) -> tuple[str | None, str] | None:
     """Move one rule's lifecycle by one step; the (from, to) transition, or None when nothing changed."""
     if active is None:
         return None
     state = lc["s"]
     if active:
+        lc["c"] = 0
         n = lc["n"] = lc["n"] + 1
         if state is None:
             lc["a"] = uuid.uuid4().hex
@@ -146,7 +150,11 @@ def advance(lc: dict[str, Any], active: bool | None, for_steps: int) -> tuple[st
     lc["n"] = 0
     if state is None:
         return None
-    lc["s"] = None
+    if state == FIRING and clear_steps > 1:
+        c = lc["c"] = lc.get("c", 0) + 1
+        if c < clear_steps:
+            return None
+    lc["s"], lc["c"] = None, 0
     return state, RESOLVED
 
 
@@ -218,7 +226,7 @@ def evaluate_batch(
                     lc["n"] = 0
                 continue
             alert_id = lc["a"]
-            change = advance(lc, active, rule.for_steps)
+            change = advance(lc, active, rule.for_steps, rule.clear_steps)
             if change is None:
                 continue
             out.append(

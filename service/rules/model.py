@@ -1,7 +1,8 @@
 """Rule definitions: what a rule is, its parameters, and validation.
 
 A rule is a *kind* (the detector it runs, see :mod:`.kinds`) plus tuned parameters, a severity,
-``for_steps`` (how many consecutive steps the condition must hold before the alert fires) and a
+``for_steps`` (how many consecutive steps the condition must hold before the alert fires),
+``clear_steps`` (how many consecutive clear steps before a firing alert resolves) and a
 scope (all runs, one project, or one run). Built-in rules and custom rules share this model.
 """
 
@@ -115,6 +116,7 @@ class Rule:
     severity: str
     params: Mapping[str, Any]
     for_steps: int = 1
+    clear_steps: int = 1  # consecutive clear steps before a firing alert resolves
     description: str = ""
     project: str | None = None
     run_id: str | None = None

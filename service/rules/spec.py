@@ -11,7 +11,9 @@ from .model import RULE_ID_RE, SEVERITIES, Rule, RuleValidationError
 
 __all__ = ["FIELDS", "apply_override", "build_rule"]
 
-FIELDS = ("id", "kind", "severity", "params", "for_steps", "description", "project", "run_id", "enabled")
+FIELDS = (
+    "id", "kind", "severity", "params", "for_steps", "clear_steps", "description", "project", "run_id", "enabled",
+)
 MAX_FOR_STEPS = 100_000
 
 
@@ -33,6 +35,10 @@ def _common(doc: Mapping[str, Any], base: Rule | None) -> dict[str, Any]:
     if isinstance(for_steps, bool) or not isinstance(for_steps, int) or not 1 <= for_steps <= MAX_FOR_STEPS:
         raise RuleValidationError("for_steps", f"must be an integer from 1 to {MAX_FOR_STEPS}; got {for_steps!r}")
     out["for_steps"] = for_steps
+    clear_steps = doc.get("clear_steps", base.clear_steps if base else 1)
+    if isinstance(clear_steps, bool) or not isinstance(clear_steps, int) or not 1 <= clear_steps <= MAX_FOR_STEPS:
+        raise RuleValidationError("clear_steps", f"must be an integer from 1 to {MAX_FOR_STEPS}; got {clear_steps!r}")
+    out["clear_steps"] = clear_steps
     enabled = doc.get("enabled", base.enabled if base else True)
     if not isinstance(enabled, bool):
         raise RuleValidationError("enabled", "must be true or false")
@@ -79,10 +85,10 @@ def apply_override(rule_id: str, doc: Mapping[str, Any], *, version: int = 1) ->
     """
     base = builtin_rule(rule_id)
     assert base is not None
-    allowed = ("id", "severity", "params", "for_steps", "description", "enabled", "kind")
+    allowed = ("id", "severity", "params", "for_steps", "clear_steps", "description", "enabled", "kind")
     for name in doc:
         if name not in allowed:
-            raise RuleValidationError(name, f"cannot be set on the built-in rule {rule_id!r} (allowed: {', '.join(allowed[1:6])})")
+            raise RuleValidationError(name, f"cannot be set on the built-in rule {rule_id!r} (allowed: {', '.join(allowed[1:7])})")
     if doc.get("kind", base.kind) != base.kind:
         raise RuleValidationError("kind", f"the built-in rule {rule_id!r} is of kind {base.kind!r} and cannot change")
     if doc.get("id", rule_id) != rule_id:

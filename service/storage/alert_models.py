@@ -32,6 +32,7 @@ class AlertRule(Base):
     severity: Mapped[str] = mapped_column(String(16))
     params: Mapped[str] = mapped_column(Text)  # JSON object
     for_steps: Mapped[int] = mapped_column(Integer)
+    clear_steps: Mapped[int] = mapped_column(Integer, default=1)
     description: Mapped[str] = mapped_column(Text, default="")
     project: Mapped[str | None] = mapped_column(String(200))  # project name; NULL = every project
     run_id: Mapped[str | None] = mapped_column(String(200))  # the client's run id; NULL = every run

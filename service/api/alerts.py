@@ -1,0 +1,95 @@
+"""``/api/v1/alerts`` and ``/api/v1/runs/{run_id}/alerts``: alerts and their transitions (read role)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from ..errors import ErrorOut, NotFound
+from ..rules.queries import AlertInfo, list_alerts, run_transitions
+from ..storage.runs import get_run
+from .deps import AuthDep, DbDep
+from .schemas import NAME_PATTERN, RUN_ID_PATTERN
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["alerts"])
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+
+
+class AlertOut(BaseModel):
+    id: str
+    run_id: str
+    project: str
+    rule: str
+    severity: Literal["warning", "critical"]
+    state: Literal["pending", "firing", "resolved"]
+    started_step: int = Field(description="First step at which the condition held.")
+    started_at: float = Field(description="Epoch seconds when the service saw that step.")
+    fired_step: int | None = Field(description="Step at which the alert fired (null: never fired).")
+    fired_at: float | None
+    resolved_step: int | None
+    resolved_at: float | None
+    values: dict[str, Any] = Field(description="Metric values at the latest transition (non-finite as strings).")
+
+
+class TransitionOut(BaseModel):
+    event_id: str = Field(description="Also the X-Sapo-Event-Id of the webhook delivery.")
+    alert_id: str
+    rule: str
+    severity: str
+    from_state: str | None
+    to_state: str
+    step: int
+    at: float
+    values: dict[str, Any]
+
+
+class RunAlertsOut(BaseModel):
+    run_id: str
+    alerts: list[AlertOut]
+    transitions: list[TransitionOut] = Field(description="Every transition of the run's alerts, in order.")
+
+
+def _out(a: AlertInfo) -> AlertOut:
+    return AlertOut(**a.__dict__)
+
+
+@router.get("/alerts", response_model=list[AlertOut], responses=_ERRORS, summary="List alerts")
+def list_alerts_route(
+    db: DbDep,
+    principal: AuthDep,
+    state: Annotated[Literal["pending", "firing", "resolved"] | None, Query()] = None,
+    project: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    run: Annotated[str | None, Query(pattern=RUN_ID_PATTERN, description="Run id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[AlertOut]:
+    """Newest first. A project-scoped token sees only its project's alerts."""
+    principal.require("read", project)
+    if principal.project is not None:
+        project = principal.project
+    with db.read() as session:
+        alerts = list_alerts(session, state=state, project=project, run_id=run, limit=limit, offset=offset)
+    return [_out(a) for a in alerts]
+
+
+@router.get("/runs/{run_id}/alerts", response_model=RunAlertsOut, responses=_ERRORS, summary="A run's alerts")
+def run_alerts_route(
+    run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)], db: DbDep, principal: AuthDep
+) -> RunAlertsOut:
+    principal.require("read", None)
+    with db.read() as session:
+        info = get_run(session, run_id=run_id)
+        if info is None:
+            raise NotFound(f"run {run_id!r} not found", ["path", "run_id"])
+        principal.require("read", info.project)
+        alerts = list_alerts(session, run_id=run_id, limit=10_000)
+        transitions = run_transitions(session, run_pk=info.pk, limit=100_000)
+    return RunAlertsOut(
+        run_id=run_id,
+        alerts=[_out(a) for a in alerts],
+        transitions=[TransitionOut(**t.__dict__) for t in transitions],
+    )
