@@ -210,8 +210,7 @@ class Delivery:
                     self._failed(exc)
                     return
                 self._put_done = True  # steps still create the run with defaults
-                self._warn_once(f"put-{exc.status}", f"sapo-monitor: the service refused run {self.run_id}'s "
-                                                     f"metadata: {exc}")
+                self._refused(exc)
         while self._memory:
             if not self._post(self._memory[0], None):
                 return
@@ -234,11 +233,7 @@ class Delivery:
             if exc.retryable:
                 self._failed(exc)
                 return False
-            where = self.spool.dir / "rejected"
-            self._warn_once(f"post-{exc.status}", f"sapo-monitor: the service rejected steps of run {self.run_id}: "
-                                                  f"{exc}. The batch is kept in {where}; fix the cause and send it "
-                                                  f"with `sapo-monitor upload {self.spool.dir} --server URL`. "
-                                                  "Training continues.")
+            self._refused(exc)
             try:
                 if batch_id is None:
                     self._memory.pop(0)
@@ -254,6 +249,13 @@ class Delivery:
         self.sent_batches += 1
         self._recovered()
         return True
+
+    def _refused(self, exc: TransportError) -> None:
+        """A final 4xx: say so once per status (a bad token refuses everything the same way)."""
+        self._warn_once(f"http-{exc.status}", f"sapo-monitor: the service refused run {self.run_id}: {exc}. "
+                                              f"Refused steps are kept in {self.spool.dir / 'rejected'}; fix the "
+                                              f"cause and send them with `sapo-monitor upload {self.spool.dir} "
+                                              "--server URL`. Training continues.")
 
     def _failed(self, exc: TransportError) -> None:
         self._attempt += 1
@@ -276,13 +278,16 @@ class Delivery:
 
     def _finish(self) -> None:
         doc = {**self._spec_doc, "status": self._final_status}
-        if self._transport is not None and self.pending_batches == 0:
+        if self._transport is not None and self.pending_batches == 0 and not self.spool.rejected():
             try:
                 self._transport.put_run(self.run_id, doc)
                 self.spool.write_run(doc)
                 return
             except TransportError as exc:
-                log.warning("sapo-monitor: could not mark run %s %s: %s", self.run_id, self._final_status, exc)
+                if exc.retryable:
+                    log.warning("sapo-monitor: could not mark run %s %s: %s", self.run_id, self._final_status, exc)
+                else:
+                    self._refused(exc)
         try:
             self.spool.write_run(doc, status_pending=True)
         except SpoolError as exc:

@@ -14,6 +14,7 @@ atomic (temporary file, then rename): a crash leaves either the whole batch or n
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -95,7 +96,7 @@ class Spool:
     def _ids(self, folder: Path) -> list[str]:
         try:
             names = os.listdir(folder)
-        except FileNotFoundError:
+        except OSError:  # not there (yet), or the spool cannot exist there at all
             return []
         return sorted(n[: -len(_BATCH_SUFFIX)] for n in names if n.endswith(_BATCH_SUFFIX))
 
@@ -108,7 +109,8 @@ class Spool:
                     fh.write(data)
                 os.replace(tmp, path)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
                 raise SpoolError(f"cannot write {path}: {exc}") from exc
 
 
