@@ -47,6 +47,15 @@ _webhooks.register(app)
 from sapo_monitor.cli import upload as _upload  # noqa: E402
 
 _upload.register(app)
+from sapo_monitor.cli import serve as _serve  # noqa: E402
+
+_serve.register(app)
+from sapo_monitor.cli import db as _db  # noqa: E402
+
+_db.register(app)
+from sapo_monitor.cli import token as _token  # noqa: E402
+
+_token.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Alembic migrations, shipped as ``sapo_monitor.migrations`` (see ``service/storage/migrate.py``)."""

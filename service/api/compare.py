@@ -1,0 +1,126 @@
+"""``GET /compare``: several runs' series aligned by step, with per-run summaries and deltas."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import BadRequest, ErrorOut, NotFound
+from ..rules.queries import first_alert_steps
+from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
+from ..storage.runs import get_runs
+from ..storage.series import bucket_width, may_have_nan, points
+from .deps import AuthDep, DbDep
+from .responses import json_response, wire_value, wire_values
+from .runs import MaxPoints, MetricQuery, StepBound, check_metrics
+from .schemas import CompareOut
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["compare"])
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+
+
+@router.get("/compare", response_model=CompareOut, responses=_ERRORS, summary="Compare runs")
+async def compare_route(
+    db: DbDep,
+    principal: AuthDep,
+    run: Annotated[list[str], Query(description="Run id (repeat; the first is the reference).",
+                                    min_length=1, max_length=16)],
+    metric: MetricQuery,
+    from_step: StepBound = None,
+    to_step: StepBound = None,
+    max_points: MaxPoints = 1000,
+) -> Response:
+    """Each metric's series per run on one shared bucket grid (the union of the runs' steps, ``null``
+    where a run has no point), and per run and metric: step range, first and last value, best and
+    worst value with their steps, mean over the last 10% of steps, and the deltas of those against
+    the first run named."""
+    check_metrics(metric)
+    for i, r in enumerate(run):
+        if not r or len(r) > 200:
+            raise BadRequest("run ids are 1 to 200 characters", ["query", "run", i])
+    if from_step is not None and to_step is not None and from_step > to_step:
+        raise BadRequest("from_step is after to_step", ["query", "from_step"])
+    principal.require("read", None)
+    run_ids = list(dict.fromkeys(run))
+    metrics = list(dict.fromkeys(metric))
+    return json_response(await run_in_threadpool(_compare, db, principal, run_ids, metrics, from_step, to_step,
+                                                 max_points))
+
+
+def _compare(db, principal, run_ids: list[str], metrics: list[str], from_step: int | None,  # type: ignore[no-untyped-def]
+             to_step: int | None, max_points: int) -> dict:
+    with db.read() as session:
+        infos = get_runs(session, run_ids=run_ids)
+        missing = [r for r in run_ids if r not in infos]
+        if missing:
+            raise NotFound(f"unknown runs: {', '.join(missing)}", ["query", "run"])
+        for info in infos.values():
+            principal.require("read", info.project)
+        runs = [infos[r] for r in run_ids]
+        alert_steps = first_alert_steps(session, run_ids)  # first warning / critical ("collapse") step
+        ranges = [(i.first_step, i.last_step) for i in runs if i.first_step is not None]
+        lo = hi = width = None
+        if ranges:
+            lo = max(min(a for a, _ in ranges), from_step or 0)
+            hi = min(max(b for _, b in ranges), to_step if to_step is not None else max(b for _, b in ranges))
+        active = lo is not None and hi is not None and lo <= hi
+        if not active:
+            lo = hi = None
+        else:
+            nan = any(may_have_nan(session, run_pk=i.pk, metrics=metrics, lo=lo, hi=hi) for i in runs)
+            width = bucket_width(lo, hi, max_points, 3 if nan else 2)
+        metric_docs = {}
+        summaries: dict[str, dict] = {i.run_id: {} for i in runs}
+        for m in metrics:
+            per_run = {}
+            for info in runs:
+                if active:
+                    p = points(session, run_pk=info.pk, metric=m, lo=lo, hi=hi, width=width)
+                    per_run[info.run_id] = dict(zip(p.step, p.value, strict=True))
+                else:
+                    per_run[info.run_id] = {}
+            steps = sorted(set().union(*per_run.values()))
+            metric_docs[m] = {
+                "step": steps,
+                "values": {r: wire_values([pts.get(s) for s in steps]) for r, pts in per_run.items()},
+            }
+            ref = None
+            for info in runs:
+                if active:
+                    s = summarize(session, run_pk=info.pk, metric=m, lo=lo, hi=hi)
+                else:
+                    s = Summary(best_is="max" if m in HIGHER_IS_BETTER else "min")
+                doc = {k: (wire_value(v) if isinstance(v, float) else v) for k, v in vars(s).items()}
+                if ref is None:
+                    ref = s
+                    doc["delta"] = None
+                else:
+                    doc["delta"] = {k: wire_value(v) for k, v in delta(s, ref).items()}
+                summaries[info.run_id][m] = doc
+    return {
+        "runs": [
+            {
+                "run_id": i.run_id,
+                "project": i.project,
+                "name": i.name,
+                "algorithm": i.algorithm,
+                "first_step": i.first_step,
+                "last_step": i.last_step,
+                **alert_steps[i.run_id],
+                "summary": summaries[i.run_id],
+            }
+            for i in runs
+        ],
+        "metrics": metric_docs,
+        "downsampling": {
+            "method": "none" if width is None else "minmax",
+            "max_points": max_points,
+            "bucket_steps": width,
+            "from_step": lo,
+            "to_step": hi,
+        },
+    }

@@ -1,0 +1,140 @@
+"""Writing: ``PUT /runs/{run_id}`` and ``POST /runs/{run_id}/steps``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, MAX_STEPS_PER_BATCH
+from starlette.concurrency import run_in_threadpool
+
+from ..decode import decode_body, decode_json, parse_steps
+from ..errors import ErrorOut, Forbidden, PayloadTooLarge
+from ..storage.runs import RunUpdate, ensure_project, get_run, put_run
+from ..storage.steps import store_steps
+from .deps import AuthDep, DbDep, SettingsDep
+from .runs import run_out
+from .schemas import RUN_ID_PATTERN, IngestOut, RunIn, RunOut
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["ingest"])
+RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Run id chosen by the client.")]
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 413, 422)}
+
+_VALUE_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
+STEP_BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["schema", "steps"],
+    "properties": {
+        "schema": {"type": "integer", "enum": [1]},
+        "steps": {
+            "type": "array",
+            "maxItems": MAX_STEPS_PER_BATCH,
+            "items": {
+                "type": "object",
+                "required": ["step"],
+                "properties": {
+                    "step": {"type": "integer", "minimum": 0, "maximum": 2**62 - 1},
+                    "time": {"type": "number", "minimum": 0, "maximum": 1e11},
+                    "metrics": {
+                        "type": "object",
+                        "propertyNames": {"pattern": "^[a-z0-9_.]{1,200}$"},
+                        "additionalProperties": _VALUE_SCHEMA,
+                    },
+                    "histograms": {
+                        "type": "object",
+                        "properties": {
+                            "log_ratio": {
+                                "type": "array",
+                                "items": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                                "minItems": LOG_RATIO_HIST_BINS,
+                                "maxItems": LOG_RATIO_HIST_BINS,
+                            }
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@router.put("/runs/{run_id}", response_model=RunOut, responses=_ERRORS, summary="Create or update a run")
+def put_run_route(run_id: RunIdPath, body: RunIn, db: DbDep, principal: AuthDep) -> RunOut:
+    """Idempotent: the same body twice leaves one run. Fields left out keep their stored values."""
+    principal.require("ingest", body.project)
+    now = time.time()
+    with db.write() as session:
+        pid = ensure_project(session, body.project, cache=db.project_ids)
+        try:
+            put_run(
+                session,
+                run_id=run_id,
+                update_=RunUpdate(body.project, body.name, body.algorithm, body.config, body.tags, body.status),
+                project_id=pid,
+                now=now,
+            )
+        except LookupError:
+            raise Forbidden(
+                f"run {run_id!r} belongs to another project; run ids are global", ["path", "run_id"]
+            ) from None
+    with db.read() as session:
+        info = get_run(session, run_id=run_id)
+    assert info is not None
+    return run_out(info)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"body of {length} bytes is larger than the limit of {limit} bytes", ["body"])
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is larger than the limit of {limit} bytes", ["body"])
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/runs/{run_id}/steps",
+    response_model=IngestOut,
+    responses=_ERRORS,
+    summary="Ingest a batch of step records",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": STEP_BATCH_SCHEMA}}}
+    },
+)
+async def post_steps(run_id: RunIdPath, request: Request, db: DbDep, settings: SettingsDep,
+                     principal: AuthDep) -> IngestOut:
+    """Upsert per (run, step): a replayed batch never doubles a step. At most 5,000 steps per batch
+    (413 above). ``Content-Encoding: gzip`` accepted. A run never ``PUT`` is created with defaults in
+    the token's project (``default`` without auth)."""
+    principal.require("ingest", None)
+    raw = await _read_body(request, settings.max_body_bytes)
+    raw = decode_body(raw, request.headers.get("content-encoding"), max_decoded=settings.max_decoded_bytes)
+    now = time.time()
+    records = parse_steps(decode_json(raw), now=now, known_names=request.app.state.metric_names)
+    project = principal.project or "default"
+
+    def store() -> None:
+        with db.write() as session:
+            pid = ensure_project(session, project, cache=db.project_ids)
+            run = store_steps(session, run_id=run_id, project_id=pid, records=records, now=now,
+                              any_project=principal.project is None)
+            if run.project_id != pid and principal.project is not None:
+                raise Forbidden(f"run {run_id!r} belongs to another project", ["path", "run_id"])
+
+    await run_in_threadpool(store)
+    request.app.state.service_metrics.ingest_records.inc(len(records))
+    return IngestOut(
+        run_id=run_id,
+        accepted=len(records),
+        first_step=records[0].step if records else None,
+        last_step=records[-1].step if records else None,
+    )

@@ -1,0 +1,143 @@
+"""Request and response bodies of the HTTP API (pydantic at the boundary only).
+
+Metric values in responses are numbers, or the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+(the wire encoding); ``null`` where a compared run has no point at a step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "RUN_ID_PATTERN",
+    "CompareOut",
+    "HistogramOut",
+    "IngestOut",
+    "RunIn",
+    "RunOut",
+    "RunPageOut",
+    "SeriesOut",
+]
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,199}$"
+Value = float | Literal["NaN", "Infinity", "-Infinity"]
+
+
+class RunIn(BaseModel):
+    """``PUT /runs/{run_id}``: fields left out keep their stored value."""
+
+    project: str = Field("default", pattern=NAME_PATTERN, description="Project the run belongs to.")
+    name: str | None = Field(None, max_length=200)
+    algorithm: str | None = Field(None, max_length=64, description="sapo, grpo, gspo, ...")
+    config: dict[str, Any] | None = Field(None, description="Free-form run configuration (JSON object).")
+    tags: dict[str, str] | None = Field(None, description="Key -> value labels used to filter runs.")
+    status: Literal["running", "finished", "failed"] | None = None
+
+
+class RunOut(BaseModel):
+    run_id: str
+    project: str
+    name: str | None
+    algorithm: str | None
+    config: dict[str, Any]
+    tags: dict[str, str]
+    status: str
+    created_at: float = Field(description="Epoch seconds.")
+    updated_at: float
+    last_seen_at: float
+    first_step: int | None
+    last_step: int | None
+    latest: dict[str, Value] | None = Field(
+        None, description="Latest value of each metric (GET /runs/{run_id} only)."
+    )
+    latest_step: dict[str, int] | None = Field(None, description="The step each latest value comes from.")
+
+
+class RunPageOut(BaseModel):
+    runs: list[RunOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class IngestOut(BaseModel):
+    run_id: str
+    accepted: int = Field(description="Step records stored (duplicates within the batch counted once).")
+    first_step: int | None
+    last_step: int | None
+
+
+class SeriesPoints(BaseModel):
+    step: list[int]
+    value: list[Value]
+
+
+class Downsampling(BaseModel):
+    method: Literal["none", "minmax"] = Field(
+        description="'none': every stored point; 'minmax': per bucket of bucket_steps steps, the minimum "
+        "and maximum (with their steps) and the first NaN."
+    )
+    max_points: int
+    bucket_steps: int | None
+    from_step: int | None
+    to_step: int | None
+
+
+class SeriesOut(BaseModel):
+    run_id: str
+    series: dict[str, SeriesPoints]
+    downsampling: Downsampling
+
+
+class HistogramOut(BaseModel):
+    run_id: str
+    name: str
+    edges: list[float | Literal["-Infinity", "Infinity"]] = Field(description="43 bin edges.")
+    counts: list[int] = Field(description="42 counts; bin i covers [edges[i], edges[i+1]).")
+    steps: int = Field(description="Steps in the window that carried a histogram.")
+    from_step: int | None
+    to_step: int | None
+
+
+class MetricSummary(BaseModel):
+    first_step: int | None
+    last_step: int | None
+    first: Value | None
+    last: Value | None
+    best: Value | None
+    best_step: int | None
+    worst: Value | None
+    worst_step: int | None
+    mean_last_10pct: Value | None
+    best_is: Literal["max", "min"]
+    delta: dict[str, Value | None] | None = Field(
+        None, description="This run minus the first run named, for first, last, best, worst, mean_last_10pct."
+    )
+
+
+class CompareMetric(BaseModel):
+    step: list[int] = Field(description="Union of the runs' (downsampled) steps.")
+    values: dict[str, list[Value | None]] = Field(description="run_id -> value at each step (null: no point).")
+
+
+class CompareRun(BaseModel):
+    run_id: str
+    project: str
+    name: str | None
+    algorithm: str | None
+    first_step: int | None
+    last_step: int | None
+    first_warning_step: int | None = Field(None, description="First step at which a warning alert fired.")
+    first_critical_step: int | None = Field(
+        None, description="First step at which a critical alert fired: the run's collapse step."
+    )
+    summary: dict[str, MetricSummary]
+
+
+class CompareOut(BaseModel):
+    runs: list[CompareRun]
+    metrics: dict[str, CompareMetric]
+    downsampling: Downsampling

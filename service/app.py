@@ -1,0 +1,192 @@
+"""The FastAPI application: ``create_app(settings)`` builds it; nothing is built at import time.
+
+The lifespan opens the database, creates the schema through the migrations on an empty database
+(refusing one whose schema is behind), and runs the rules hook's background work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sapo_monitor import __version__
+
+from .api import compare, health, ingest, runs
+from .api.deps import AuthDep, DbDep, SettingsDep
+from .auth import TokenCache
+from .errors import ErrorOut, PayloadTooLarge, install_handlers
+from .metrics import ServiceMetrics, StoredStateCollector, exposition
+from .rules import hooks
+from .settings import Settings
+from .storage.db import Database
+from .storage.migrate import ensure_schema
+
+__all__ = ["app_from_env", "create_app"]
+
+log = logging.getLogger("sapo_monitor.service")
+API_PREFIX = "/api/v1"
+INGEST_ROUTE = API_PREFIX + "/runs/{run_id}/steps"
+
+
+class _Observe:
+    """ASGI middleware: request counters and latency by route template; the body-size limit."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, max_body: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body:
+            exc = PayloadTooLarge(f"body of {int(length)} bytes is larger than the limit of {self.max_body} bytes",
+                                  ["body"])
+            await JSONResponse(exc.body(), status_code=413)(scope, receive, send_wrapper)
+        else:
+            await self.app(scope, receive, send_wrapper)
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        if scope.get("path", "").startswith(API_PREFIX + "/") and not template.startswith(API_PREFIX):
+            template = API_PREFIX + template  # routes of included routers carry their own path only
+        method = scope.get("method", "")
+        code = str(status["code"])
+        self.metrics.http_requests.labels(method, template, code).inc()
+        self.metrics.http_duration.labels(method, template).observe(time.perf_counter() - start)
+        if template == INGEST_ROUTE:
+            self.metrics.ingest_requests.labels(code).inc()
+
+
+# Extensions: the alerts area's routers, background work and /metrics families are picked up by name,
+# so the service runs (and its tests pass) with or without them.
+_EXTENSION_ROUTERS = ("rules", "alerts", "webhooks")
+
+
+def _optional(module: str):  # type: ignore[no-untyped-def]
+    try:
+        return importlib.import_module(module, __package__)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith(module.lstrip(".").split(".")[-1]):
+            return None
+        raise
+
+
+def _extension_routers() -> list[APIRouter]:
+    out = []
+    for name in _EXTENSION_ROUTERS:
+        mod = _optional(f".api.{name}")
+        if mod is not None:
+            out.append(mod.router)
+    return out
+
+
+def _extension_metric_sources() -> list:
+    """``metric_families(session, *, now, project)`` of the rules hook, when it defines one."""
+    fn = getattr(hooks, "metric_families", None)
+    return [fn] if fn is not None else []
+
+
+@asynccontextmanager
+async def _extension_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """``hooks.lifespan(app)`` (background delivery, silence checks) when the rules hook defines one."""
+    fn = getattr(hooks, "lifespan", None)
+    if fn is None:
+        yield
+        return
+    async with fn(app):
+        yield
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service for ``settings``; the database is opened when the app starts (lifespan)."""
+    settings.check_safe()
+    service_metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.db, pool_size=settings.pool_size)
+        try:
+            if settings.migrate_on_start:
+                await run_in_threadpool(ensure_schema, db.engine)
+            app.state.db = db
+            async with _extension_lifespan(app):
+                yield
+        finally:
+            db.dispose()
+
+    app = FastAPI(
+        title="sapo-monitor",
+        version=__version__,
+        summary="Stability diagnostics for SAPO / GRPO / GSPO runs: ingest, compare, Prometheus, alerts.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service_metrics = service_metrics
+    app.state.token_cache = TokenCache()
+    app.state.metric_names = set()
+    install_handlers(app)
+
+    async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    async def _db_error(_request: Request, exc: Exception) -> JSONResponse:
+        service_metrics.db_errors.inc()
+        log.error("database error: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(
+            {"detail": [{"loc": ["database"], "msg": "database error; retry later", "type": "db_error"}]},
+            status_code=503,
+        )
+
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(SQLAlchemyError, _db_error)
+
+    for module in (ingest, runs, compare):
+        app.include_router(module.router, prefix=API_PREFIX)
+    for router in _extension_routers():
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health.router)
+
+    @app.get("/metrics", response_class=Response, tags=["health"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {}}}, 401: {"model": ErrorOut},
+                        403: {"model": ErrorOut}})
+    async def metrics_route(db: DbDep, principal: AuthDep, cfg: SettingsDep) -> Response:
+        """Run metrics from stored state (active runs only) and this process's own counters. With
+        auth on, a ``read`` or ``admin`` token sees its own project's runs."""
+        principal.require("read", None)
+        collector = StoredStateCollector(db, window=cfg.active_window.total_seconds(), project=principal.project,
+                                         sources=_extension_metric_sources())
+        body = await run_in_threadpool(exposition, service_metrics, collector)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(_Observe, metrics=service_metrics, max_body=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (each worker process builds its app from the environment)."""
+    return create_app(Settings())

@@ -1,0 +1,66 @@
+"""Run comparison: per-run summaries of a metric and their deltas against a reference run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from .series import extremes, first_last, raw_points
+
+__all__ = ["HIGHER_IS_BETTER", "Summary", "delta", "summarize"]
+
+# Metrics where larger is better; for every other metric the best value is the smallest.
+HIGHER_IS_BETTER = frozenset({"reward.mean", "entropy.mean", "gate.weight_mean", "lr", "tokens.count",
+                              "sequences.count", "response_len.mean", "response_len.max"})
+
+
+@dataclass
+class Summary:
+    first_step: int | None = None
+    last_step: int | None = None
+    first: float | None = None
+    last: float | None = None
+    best: float | None = None
+    best_step: int | None = None
+    worst: float | None = None
+    worst_step: int | None = None
+    mean_last_10pct: float | None = None
+    best_is: str = "min"
+
+
+def summarize(session: Session, *, run_pk: int, metric: str, lo: int, hi: int) -> Summary:
+    """Step range, first and last value, best and worst (with steps) and the mean over the last 10%
+    of the metric's steps in ``[lo, hi]``. A NaN anywhere in that last 10% makes its mean NaN."""
+    out = Summary(best_is="max" if metric in HIGHER_IS_BETTER else "min")
+    fl = first_last(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)
+    if fl is None:
+        return out
+    (out.first_step, out.first), (out.last_step, out.last) = fl
+    st = extremes(session, run_pk=run_pk, metric=metric, lo=out.first_step, hi=out.last_step)
+    if st is not None and st[0] is not None:
+        lo_pair, hi_pair = (st[0], st[1]), (st[2], st[3])
+        best, worst = (hi_pair, lo_pair) if out.best_is == "max" else (lo_pair, hi_pair)
+        out.best, out.best_step = best
+        out.worst, out.worst_step = worst
+    span = out.last_step - out.first_step + 1
+    start = out.last_step - max(1, math.ceil(span * 0.1)) + 1
+    tail = [v for _, v in raw_points(session, run_pk=run_pk, metric=metric, lo=start, hi=out.last_step)]
+    if tail:
+        finite = all(math.isfinite(v) for v in tail)
+        # sum() of mixed infinities gives NaN, which is the honest mean; fsum would raise.
+        out.mean_last_10pct = (math.fsum(tail) if finite else sum(tail)) / len(tail)
+    return out
+
+
+def delta(a: Summary, ref: Summary) -> dict[str, float | None]:
+    """``a`` minus ``ref`` for the values both have."""
+    out: dict[str, float | None] = {}
+    for key in ("first", "last", "best", "worst", "mean_last_10pct"):
+        x, y = getattr(a, key), getattr(ref, key)
+        if x is None or y is None:
+            out[key] = None
+        else:
+            out[key] = x - y  # inf - inf is NaN: the honest answer
+    return out

@@ -1,0 +1,119 @@
+"""How a step record becomes a ``steps`` row and back (NaN kept, unknown metrics in JSON).
+
+Row tuples follow :data:`STEP_COLUMN_NAMES`: ``run_pk, step, time, <catalogue columns>, nan, hist,
+extra``. Non-finite values inside the JSON columns are written as the wire strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sapo_monitor.client.wire import LOG_RATIO_HIST_NAME
+from sqlalchemy import Column
+
+from ..decode import StepIn
+from .models import CATALOGUE_COLUMNS, Step
+
+__all__ = [
+    "CATALOGUE_NAMES",
+    "STEP_COLUMN_NAMES",
+    "decode_row",
+    "encode_rows",
+    "json_float",
+    "step_columns",
+]
+
+CATALOGUE_NAMES: tuple[str, ...] = tuple(CATALOGUE_COLUMNS)
+_CATALOGUE_SET = frozenset(CATALOGUE_NAMES)
+STEP_COLUMN_NAMES: tuple[str, ...] = (
+    "run_pk", "step", "time", *CATALOGUE_COLUMNS.values(), "nan", "hist", "extra",
+)
+_N_CAT = len(CATALOGUE_NAMES)
+_WIRE_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def step_columns() -> list[Column]:
+    """The ``steps`` columns in row-tuple order."""
+    return [Step.__table__.c[name] for name in STEP_COLUMN_NAMES]
+
+
+def json_float(v: float) -> float | str:
+    """A float for a JSON document: itself when finite, else the wire string."""
+    if v != v:
+        return "NaN"
+    if v in (math.inf, -math.inf):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+def _from_json(v: Any) -> float:
+    return _WIRE_NONFINITE[v] if isinstance(v, str) else float(v)
+
+
+def encode_rows(run_pk: int, records: Iterable[StepIn]) -> list[tuple]:
+    """Row tuples for ``steps``; NaN catalogue values become NULL plus a name in ``nan``."""
+    rows = []
+    names = CATALOGUE_NAMES
+    for rec in records:
+        m = rec.metrics
+        values: list[Any] = [m.get(name) for name in names]
+        nan_names = None
+        for i, v in enumerate(values):
+            if v is not None and v != v:
+                values[i] = None
+                nan_names = names[i] if nan_names is None else f"{nan_names},{names[i]}"
+        extra_m = {k: json_float(v) for k, v in m.items() if k not in _CATALOGUE_SET}
+        hist = rec.histograms.get(LOG_RATIO_HIST_NAME)
+        other_h = {k: v for k, v in rec.histograms.items() if k != LOG_RATIO_HIST_NAME}
+        extra = None
+        if extra_m or other_h:
+            doc: dict[str, Any] = {}
+            if extra_m:
+                doc["m"] = extra_m
+            if other_h:
+                doc["h"] = other_h
+            extra = orjson.dumps(doc).decode()
+        rows.append(
+            (
+                run_pk,
+                rec.step,
+                rec.time,
+                *values,
+                nan_names,
+                None if hist is None else orjson.dumps(hist).decode(),
+                extra,
+            )
+        )
+    return rows
+
+
+def decode_row(row: Sequence[Any]) -> dict[str, float]:
+    """Metric values of one ``steps`` row (in :data:`STEP_COLUMN_NAMES` order), NaN restored."""
+    out: dict[str, float] = {}
+    for name, v in zip(CATALOGUE_NAMES, row[3 : 3 + _N_CAT], strict=False):
+        if v is not None:
+            out[name] = float(v)
+    nan = row[3 + _N_CAT]
+    if nan:
+        for name in nan.split(","):
+            out[name] = math.nan
+    extra = row[5 + _N_CAT]
+    if extra:
+        for k, v in orjson.loads(extra).get("m", {}).items():
+            out[k] = _from_json(v)
+    return out
+
+
+def decode_histograms(row: Sequence[Any]) -> dict[str, list[int]]:
+    """Histograms of one ``steps`` row."""
+    out: dict[str, list[int]] = {}
+    hist = row[4 + _N_CAT]
+    if hist:
+        out[LOG_RATIO_HIST_NAME] = orjson.loads(hist)
+    extra = row[5 + _N_CAT]
+    if extra:
+        out.update(orjson.loads(extra).get("h", {}))
+    return out

@@ -1,0 +1,253 @@
+"""Reading metric series: raw points, min/max downsampling, extremes, first/last values, histograms.
+
+Downsampling splits ``[lo, hi]`` into buckets of ``width`` steps aligned at multiples of ``width`` (so
+runs compared side by side share buckets) and keeps, per bucket, the minimum and the maximum with the
+steps where they occur, plus the first NaN: a one-step spike of any sign, or a NaN, survives any
+``max_points``. When ``width`` is a multiple of ``ROLLUP_BLOCK`` the whole blocks inside ``[lo, hi]``
+come from ``step_rollups`` (a few hundred rows), and only the partial blocks at the edges from
+``steps``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from .models import CATALOGUE_COLUMNS, ROLLUP_BLOCK, ROLLUP_STATS, Step, StepRollup, rollup_column
+from .rollups import Stats, merge_stats
+
+__all__ = [
+    "RAW_LIMIT",
+    "Points",
+    "bucket_width",
+    "extremes",
+    "first_last",
+    "histogram_sum",
+    "may_have_nan",
+    "points",
+    "raw_points",
+]
+
+_B = ROLLUP_BLOCK
+RAW_LIMIT = 32_768  # above this many steps, buckets are whole rollup blocks
+_WIRE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+@dataclass
+class Points:
+    step: list[int]
+    value: list[float]
+
+
+def bucket_width(lo: int, hi: int, max_points: int, per_bucket: int) -> int | None:
+    """Steps per bucket for ``[lo, hi]`` at ``max_points``; ``None`` when no downsampling is needed."""
+    span = hi - lo + 1
+    if span <= max_points:
+        return None
+    buckets = max(1, max_points // per_bucket - 1)  # -1: alignment can add one partial bucket
+    width = max(1, -(-span // buckets))
+    if span > RAW_LIMIT:
+        width = -(-width // _B) * _B
+    return width
+
+
+def _catalogue_raw(session: Session, run_pk: int, metric: str, lo: int, hi: int, *, desc: bool = False,
+                   limit: int | None = None) -> list[tuple[int, float]]:
+    t = Step.__table__
+    col = t.c[CATALOGUE_COLUMNS[metric]]
+    q = (
+        select(t.c.step, col, t.c.nan)
+        .where(t.c.run_pk == run_pk, t.c.step >= lo, t.c.step <= hi, or_(col.is_not(None), t.c.nan.is_not(None)))
+        .order_by(t.c.step.desc() if desc else t.c.step)
+    )
+    out = []
+    for step, v, nan in session.execute(q):
+        if v is not None:
+            out.append((step, v))
+        elif metric in nan.split(","):
+            out.append((step, math.nan))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _extra_raw(session: Session, run_pk: int, metric: str, lo: int, hi: int, *, desc: bool = False,
+               limit: int | None = None) -> list[tuple[int, float]]:
+    t = Step.__table__
+    needle = orjson.dumps(metric).decode()
+    q = (
+        select(t.c.step, t.c.extra)
+        .where(t.c.run_pk == run_pk, t.c.step >= lo, t.c.step <= hi, t.c.extra.contains(needle))
+        .order_by(t.c.step.desc() if desc else t.c.step)
+    )
+    out = []
+    for step, extra in session.execute(q):
+        v = orjson.loads(extra).get("m", {}).get(metric)
+        if v is not None:
+            out.append((step, _WIRE[v] if isinstance(v, str) else float(v)))
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def raw_points(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, desc: bool = False,
+               limit: int | None = None) -> list[tuple[int, float]]:
+    """Every stored ``(step, value)`` of ``metric`` in ``[lo, hi]``, NaN included."""
+    fn = _catalogue_raw if metric in CATALOGUE_COLUMNS else _extra_raw
+    return fn(session, run_pk, metric, lo, hi, desc=desc, limit=limit)
+
+
+def _full_blocks(lo: int, hi: int) -> tuple[int, int]:
+    """First and last block lying wholly inside ``[lo, hi]`` (first > last when there is none)."""
+    return -(-lo // _B), (hi + 1) // _B - 1
+
+
+def _metric_blocks(session: Session, run_pk: int, metric: str, first: int, last: int) -> Iterable[tuple[int, Stats]]:
+    """``(block, stats)`` of one metric for blocks ``first..last``, reading only its columns."""
+    t = StepRollup.__table__
+    where = (t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last)
+    if metric in CATALOGUE_COLUMNS:
+        cols = [t.c[rollup_column(metric, stat)] for stat, _ in ROLLUP_STATS]
+        for block, *st in session.execute(select(t.c.block, *cols).where(*where, _present(metric))):
+            yield block, st
+        return
+    for block, extra in session.execute(select(t.c.block, t.c.extra).where(*where, _present(metric))):
+        st = orjson.loads(extra).get(metric)
+        if st is not None:
+            yield block, [_WIRE[v] if isinstance(v, str) else v for v in st]
+
+
+def _point_stats(step: int, v: float) -> Stats:
+    return [None, None, None, None, step] if v != v else [v, step, v, step, None]
+
+
+def _stats_by_bucket(session: Session, run_pk: int, metric: str, lo: int, hi: int, width: int) -> dict[int, Stats]:
+    acc: dict[int, Stats] = {}
+
+    def add(bucket: int, st: Stats) -> None:
+        acc[bucket] = merge_stats(acc[bucket], st) if bucket in acc else st
+
+    first, last = _full_blocks(lo, hi)
+    if width % _B == 0 and first <= last:
+        edges = [(lo, first * _B - 1), ((last + 1) * _B, hi)]
+        for block, st in _metric_blocks(session, run_pk, metric, first, last):
+            add(block * _B // width, st)
+    else:
+        edges = [(lo, hi)]
+    for a, b in edges:
+        if a <= b:
+            for step, v in raw_points(session, run_pk=run_pk, metric=metric, lo=a, hi=b):
+                add(step // width, _point_stats(step, v))
+    return acc
+
+
+def points(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, width: int | None) -> Points:
+    """The series of ``metric`` over ``[lo, hi]``: raw when ``width`` is None, else min/max per bucket."""
+    if width is None:
+        pts = raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)
+        return Points([s for s, _ in pts], [v for _, v in pts])
+    out = Points([], [])
+    for _, st in sorted(_stats_by_bucket(session, run_pk, metric, lo, hi, width).items()):
+        chosen: dict[int, float] = {}
+        if st[0] is not None:
+            chosen[st[1]] = st[0]
+            chosen[st[3]] = st[2]
+        if st[4] is not None:
+            chosen[st[4]] = math.nan
+        for step in sorted(chosen):
+            out.step.append(step)
+            out.value.append(chosen[step])
+    return out
+
+
+def extremes(session: Session, *, run_pk: int, metric: str, lo: int, hi: int) -> Stats | None:
+    """``[min, min_step, max, max_step, nan_step]`` of ``metric`` over ``[lo, hi]``."""
+    width = -(-(hi + 1) // _B) * _B  # one bucket (aligned at 0) holding all of [lo, hi]
+    acc = _stats_by_bucket(session, run_pk, metric, lo, hi, width)
+    merged: Stats | None = None
+    for st in acc.values():
+        merged = st if merged is None else merge_stats(merged, st)
+    return merged
+
+
+def _present(metric: str):  # type: ignore[no-untyped-def]
+    t = StepRollup.__table__
+    if metric in CATALOGUE_COLUMNS:
+        return or_(t.c[rollup_column(metric, "min")].is_not(None), t.c[rollup_column(metric, "nan_step")].is_not(None))
+    return t.c.extra.contains(orjson.dumps(metric).decode())
+
+
+def first_last(session: Session, *, run_pk: int, metric: str, lo: int, hi: int
+               ) -> tuple[tuple[int, float], tuple[int, float]] | None:
+    """The first and last ``(step, value)`` of ``metric`` in ``[lo, hi]``, or None if it has none there."""
+    t = StepRollup.__table__
+    first_block, last_block = session.execute(
+        select(func.min(t.c.block), func.max(t.c.block)).where(
+            t.c.run_pk == run_pk, t.c.block >= lo // _B, t.c.block <= hi // _B, _present(metric)
+        )
+    ).one()
+    if first_block is None:
+        return None
+    head = raw_points(session, run_pk=run_pk, metric=metric, lo=max(lo, first_block * _B), hi=hi, limit=1)
+    tail = raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=min(hi, (last_block + 1) * _B - 1),
+                      desc=True, limit=1)
+    if not head or not tail:  # the blocks hold it only outside [lo, hi]
+        head = head or raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi, limit=1)
+        tail = tail or raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi, desc=True, limit=1)
+        if not head or not tail:
+            return None
+    return head[0], tail[0]
+
+
+def may_have_nan(session: Session, *, run_pk: int, metrics: Iterable[str], lo: int, hi: int) -> bool:
+    """Whether any of ``metrics`` may hold a NaN in ``[lo, hi]`` (exact for catalogue metrics)."""
+    t = StepRollup.__table__
+    conds = []
+    for m in metrics:
+        if m not in CATALOGUE_COLUMNS:
+            return True
+        conds.append(t.c[rollup_column(m, "nan_step")].is_not(None))
+    if not conds:
+        return False
+    q = select(t.c.block).where(
+        t.c.run_pk == run_pk, t.c.block >= lo // _B, t.c.block <= hi // _B, or_(*conds)
+    ).limit(1)
+    return session.execute(q).first() is not None
+
+
+def histogram_sum(session: Session, *, run_pk: int, lo: int, hi: int) -> tuple[list[int], int]:
+    """The log-ratio histogram summed over ``[lo, hi]``, and how many steps carried one."""
+    total = [0] * LOG_RATIO_HIST_BINS
+    n = 0
+    first, last = _full_blocks(lo, hi)
+    edges = [(lo, hi)]
+    if first <= last:
+        edges = [(lo, first * _B - 1), ((last + 1) * _B, hi)]
+        t = StepRollup.__table__
+        for (hist,) in session.execute(
+            select(t.c.hist).where(t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last,
+                                   t.c.hist.is_not(None))
+        ):
+            total = [a + b for a, b in zip(total, orjson.loads(hist), strict=True)]
+        # Steps carrying a histogram inside the full blocks.
+        s = Step.__table__
+        n += session.scalar(
+            select(func.count()).where(s.c.run_pk == run_pk, s.c.step >= first * _B,
+                                       s.c.step < (last + 1) * _B, s.c.hist.is_not(None))
+        ) or 0
+    s = Step.__table__
+    for a, b in edges:
+        if a > b:
+            continue
+        for (hist,) in session.execute(
+            select(s.c.hist).where(s.c.run_pk == run_pk, s.c.step >= a, s.c.step <= b, s.c.hist.is_not(None))
+        ):
+            total = [x + y for x, y in zip(total, orjson.loads(hist), strict=True)]
+            n += 1
+    return total, n
