@@ -114,6 +114,12 @@ def _make_handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parts = self._parts()
+            if len(parts) == 5 and parts[:3] == ["api", "v1", "runs"] and parts[4] == "series":
+                metric = self.path.split("metric=")[1].split("&")[0]
+                with rx.lock:
+                    rows = sorted(rx.steps.get(parts[3], {}).items())
+                series = {"step": [s for s, _ in rows], "value": [doc["metrics"].get(metric) for _, doc in rows]}
+                return self._reply(200, {"run_id": parts[3], "series": {metric: series}})
             if len(parts) == 4 and parts[:3] == ["api", "v1", "runs"] and parts[3] in rx.runs:
                 return self._reply(200, {**rx.runs[parts[3]], "steps": rx.step_numbers(parts[3])})
             self._reply(404, {"detail": "not found"})

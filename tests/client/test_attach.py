@@ -1,0 +1,108 @@
+"""``client.attach`` on the bundled trainer, end to end, and the adapter registry."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from sapo_monitor.client.adapters import find_adapter, register_adapter, supported_types
+from sapo_monitor.client.errors import AdapterNotFoundError
+from sapo_monitor.client.upload import upload_spool
+from sapo_monitor.trainer.train import Trainer, make_config
+
+from sapo_monitor import client
+
+
+def small_trainer(steps: int, **overrides) -> Trainer:
+    cfg = dict(steps=steps, warm_start_steps=0, prompts_per_rollout=4, group_size=4, minibatch_size=8, epochs=2)
+    cfg.update(overrides)
+    return Trainer(make_config("default", **cfg))
+
+
+def read_steps(url: str, run_id: str) -> list[int]:
+    """Steps stored by the service for ``run_id``, as its series API reports them."""
+    doc = httpx.get(f"{url}/api/v1/runs/{run_id}/series", params={"metric": "loss"}, timeout=5).json()
+    return doc["series"]["loss"]["step"]
+
+
+def test_attach_to_an_unknown_trainer_names_the_supported_types():
+    with pytest.raises(AdapterNotFoundError) as err:
+        client.attach(object(), run="x")
+    assert "builtins.object" in str(err.value)
+    assert "sapo_monitor.trainer.train.Trainer" in str(err.value)
+
+
+class _Base:
+    pass
+
+
+class _Child(_Base):
+    pass
+
+
+def test_registry_matches_subclasses_through_the_mro():
+    calls = []
+    register_adapter(f"{__name__}._Base", lambda trainer, **kw: calls.append((trainer, kw)) or "monitor")
+    try:
+        child = _Child()
+        assert client.attach(child, run="r") == "monitor" and calls == [(child, {"run": "r"})]
+        assert f"{__name__}._Base" in supported_types()
+    finally:
+        from sapo_monitor.client import adapters
+
+        adapters._REGISTRY.pop(f"{__name__}._Base")
+
+
+def test_bundled_trainer_adapter_is_found_lazily():
+    assert find_adapter(small_trainer(1)).__name__ == "attach_trainer"
+
+
+def test_attach_delivers_every_step_even_when_the_service_dies_mid_run(receiver, fast_settings, caplog):
+    """Kill the receiving side at step 4, bring it back at step 10: the whole run arrives, once."""
+    trainer = small_trainer(16)
+    mon = client.attach(trainer, run="attach-1", project="demo", server=receiver.url, settings=fast_settings)
+
+    def chaos(entry) -> None:
+        if entry.step == 4:
+            receiver.stop()
+        if entry.step == 10:
+            time.sleep(0.3)  # let a few retries fail
+            receiver.start()  # same port, same store
+
+    trainer.train(progress=chaos)
+    mon.close(timeout=15)
+    steps = read_steps(receiver.url, "attach-1")
+    assert steps == list(range(1, 17)), steps  # every step, each once
+    assert receiver.runs["attach-1"]["status"] == "finished"
+    assert receiver.runs["attach-1"]["algorithm"] == "sapo" and receiver.runs["attach-1"]["config"]["steps"] == 16
+    record = receiver.steps["attach-1"][16]
+    assert {"ratio.std", "gate.weight_mean", "sign.neg.grad_share", "reward.mean", "entropy.mean"} <= set(
+        record["metrics"])
+    assert len(record["histograms"]["log_ratio"]) == 42
+    assert not list((mon.spool_dir / "batches").glob("*"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cannot deliver run attach-1" in m for m in messages), "the outage did not happen"
+    assert any("delivery of run attach-1 resumed" in m for m in messages)
+
+
+def test_attach_offline_then_upload(receiver, fast_settings):
+    trainer = small_trainer(6, moe=True)
+    mon = client.attach(trainer, run="attach-2", settings=fast_settings)  # no server: spool only
+    trainer.train()
+    mon.close()
+    result = upload_spool(mon.spool_dir, receiver.url)
+    assert result.ok and result.steps_sent == 6
+    assert read_steps(receiver.url, "attach-2") == list(range(1, 7))
+    assert "moe.route_flip_frac" in receiver.steps["attach-2"][6]["metrics"]
+    assert receiver.runs["attach-2"]["status"] == "finished"
+
+
+def test_attach_does_not_change_training(fast_settings):
+    bare = small_trainer(4)
+    bare.train()
+    watched = small_trainer(4)
+    mon = client.attach(watched, run="attach-3", settings=fast_settings)
+    watched.train()
+    mon.close()
+    assert [e.loss for e in bare.history] == [e.loss for e in watched.history]
