@@ -106,3 +106,22 @@ def test_attach_does_not_change_training(fast_settings):
     watched.train()
     mon.close()
     assert [e.loss for e in bare.history] == [e.loss for e in watched.history]
+
+
+def test_cli_train_with_spool_then_upload(receiver, tmp_path, monkeypatch):
+    """`sapo-monitor train --spool DIR` (through client.attach) then `sapo-monitor upload DIR --server URL`."""
+    from typer.testing import CliRunner
+
+    from sapo_monitor.cli.main import app
+
+    monkeypatch.delenv("SAPO_MONITOR_SERVER", raising=False)
+    spool = tmp_path / "spool"
+    runner = CliRunner()
+    args = ["train", "--steps", "4", "--prompts", "4", "--group-size", "4", "--minibatch-size", "8",
+            "--warm-start", "0", "--run", "cli-run", "--spool", str(spool)]
+    trained = runner.invoke(app, args)
+    assert trained.exit_code == 0, trained.output
+    uploaded = runner.invoke(app, ["upload", str(spool), "--server", receiver.url])
+    assert uploaded.exit_code == 0, uploaded.output
+    assert read_steps(receiver.url, "cli-run") == [1, 2, 3, 4]
+    assert receiver.runs["cli-run"]["status"] == "finished"
