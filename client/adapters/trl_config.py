@@ -19,8 +19,12 @@ GRPO_FAMILY = frozenset({"grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "v
 SAPO_LOSSES = frozenset({"sapo"})
 KNOWN_LOSSES = GRPO_FAMILY | SAPO_LOSSES
 
-# Keys whose values never leave the machine, whatever TrainingArguments.to_dict already masked.
-_SECRET_KEY_RE = re.compile(r"(token|secret|password|passwd|api_key|apikey|credential)", re.IGNORECASE)
+# Keys whose string values never leave the machine, whatever TrainingArguments.to_dict already masked:
+# `hub_token`, `token` (from_pretrained kwargs), `*_api_key`, anything with secret/password/credential.
+# Only the name's last word counts for "token", so `average_tokens_across_devices` stays.
+_SECRET_KEY_RE = re.compile(
+    r"(?:^|_)(?:token|api_?key|auth)$|secret|passw(?:or)?d|credential", re.IGNORECASE
+)
 REDACTED = "<redacted>"
 
 
@@ -128,7 +132,7 @@ def _jsonable(value: Any) -> Any:
 def _redact(doc: Any) -> Any:
     if isinstance(doc, dict):
         return {
-            k: (REDACTED if _SECRET_KEY_RE.search(k) and v not in (None, "", False) else _redact(v))
+            k: (REDACTED if _SECRET_KEY_RE.search(k) and isinstance(v, str) and v else _redact(v))
             for k, v in doc.items()
         }
     if isinstance(doc, list):
@@ -139,8 +143,9 @@ def _redact(doc: Any) -> Any:
 def run_config(args: Any) -> dict[str, Any]:
     """The full ``GRPOConfig`` as a JSON document, with every secret-looking value redacted.
 
-    ``TrainingArguments.to_dict`` already masks ``*_token`` fields; any key naming a token, secret,
-    password, API key or credential is replaced again here, also inside nested dicts.
+    ``TrainingArguments.to_dict`` already masks ``*_token`` fields; the string value of any key naming
+    a token, secret, password, API key or credential is replaced again here, also inside nested dicts
+    (``model_init_kwargs={"token": ...}``).
     """
     raw = args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args)
     doc = _redact(_jsonable(raw))

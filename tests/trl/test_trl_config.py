@@ -64,10 +64,15 @@ def test_old_logps_rule_matches_trl(tmp_path, ga, spg, iters, old):
 
 
 def test_run_config_is_full_json_without_secrets(tmp_path):
-    args = grpo_args(tmp_path, hub_token="hf_SECRET123", sapo_temperature_neg=1.05)
+    args = grpo_args(
+        tmp_path, hub_token="hf_SECRET123", sapo_temperature_neg=1.05,
+        model_init_kwargs={"token": "hf_SECRET456", "dtype": "float32"},
+    )
     doc = trl_config.run_config(args)
     text = json.dumps(doc)
-    assert "hf_SECRET123" not in text
+    assert "hf_SECRET123" not in text and "hf_SECRET456" not in text
+    assert doc["model_init_kwargs"]["dtype"] == "float32"
+    assert doc["average_tokens_across_devices"] is args.average_tokens_across_devices  # not a secret
     assert doc["loss_type"] == "sapo" and doc["sapo_temperature_neg"] == 1.05
     assert doc["num_iterations"] == 1 and doc["gradient_accumulation_steps"] == 1
     # every init field of the config is there

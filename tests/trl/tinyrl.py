@@ -125,10 +125,12 @@ def make_trainer(output_dir: str | Path, *, seed: int = 0, trainer_cls: Any = No
         model.config._name_or_path = str(model_dir)
         model.name_or_path = str(model_dir)
     cls = trainer_cls or GRPOTrainer
+    evaluates = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
     return cls(
         model=model,
         reward_funcs=reward_digits,
         args=args,
         train_dataset=make_dataset(),
+        eval_dataset=make_dataset(4) if evaluates else None,
         processing_class=tok,
     )

@@ -1,0 +1,68 @@
+"""The adapter's edges: lazy registry, subclasses, double attach, a loss without per-token log-probs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from capture import Recorder
+from sapo_monitor.client.adapters.trl import TRLLogpsMissingWarning, adapter_for
+from tinyrl import make_trainer
+from trl import GRPOTrainer
+
+from sapo_monitor import client
+
+
+def test_registry_does_not_import_trl_for_other_trainers():
+    code = (
+        "import sys\n"
+        "from sapo_monitor import client\n"
+        "try:\n"
+        "    client.attach(object(), run='x', spool_dir='/tmp/unused')\n"
+        "except client.AdapterNotFoundError as exc:\n"
+        "    assert 'trl.trainer.grpo_trainer.GRPOTrainer' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('attach accepted an object')\n"
+        "assert 'trl' not in sys.modules and 'transformers' not in sys.modules, 'trl was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class FusedLossTrainer(GRPOTrainer):
+    """Stands for a fused loss (Liger's in older TRL): compute_loss never calls the per-token helper
+    through the instance, so no per-token log-probs are observable."""
+
+    def _compute_loss(self, model, inputs):
+        hooked = self.__dict__.pop("_get_per_token_logps_and_entropies", None)
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            if hooked is not None:
+                self._get_per_token_logps_and_entropies = hooked
+
+
+def test_missing_logps_warns_once_and_sends_the_rest(tmp_path):
+    trainer = make_trainer(tmp_path, trainer_cls=FusedLossTrainer, num_iterations=2, max_steps=3)
+    monitor = client.attach(trainer, run="trl-fused", spool_dir=tmp_path / "spool")  # a subclass matches
+    rec = Recorder(monitor)
+    with pytest.warns(TRLLogpsMissingWarning) as caught:
+        trainer.train()
+    monitor.close(timeout=10)
+    ours = [str(w.message) for w in caught if issubclass(w.category, TRLLogpsMissingWarning)]
+    assert len(ours) == 1
+    assert "ratio.*" in ours[0] and "use_liger_kernel" in ours[0]
+    assert sorted(rec.records) == [1, 2, 3]
+    rewards = {h["step"]: h["reward"] for h in trainer.state.log_history if "reward" in h}
+    for step, record in rec.records.items():
+        assert {"loss", "grad_norm", "lr", "reward.mean", "reward.std"} <= set(record.metrics)
+        assert "ratio.mean" not in record.metrics and not record.histograms
+        assert record.metrics["reward.mean"] == pytest.approx(rewards[step if step % 2 else step - 1], rel=1e-5)
+
+
+def test_double_attach_is_refused(tmp_path):
+    trainer = make_trainer(tmp_path)
+    client.attach(trainer, run="trl-once", spool_dir=tmp_path / "spool").close()
+    assert adapter_for(trainer) is not None
+    with pytest.raises(client.ConfigError, match="already attached"):
+        client.attach(trainer, run="trl-twice", spool_dir=tmp_path / "spool")
