@@ -40,6 +40,8 @@ MAX_STEP = 2**62  # fits a signed 64-bit column with room to spare
 MAX_HIST_BINS = 1000
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _FLOAT_TYPES = (float, int)
+_JUST_FLOAT = frozenset({float})
+_JUST_INT = frozenset({int})
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _histograms(doc: Any, loc: list) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for name, counts in doc.items():
         here = [*loc, name]
-        if not METRIC_NAME_RE.match(name) or len(name) > MAX_METRIC_NAME:
+        if name != LOG_RATIO_HIST_NAME and (not METRIC_NAME_RE.match(name) or len(name) > MAX_METRIC_NAME):
             raise BadRequest(f"histogram name must match [a-z0-9_.]+ (at most {MAX_METRIC_NAME} chars)", here)
         if not isinstance(counts, list):
             raise BadRequest("must be a list of non-negative integers", here)
@@ -113,11 +115,27 @@ def _histograms(doc: Any, loc: list) -> dict[str, list[int]]:
             raise BadRequest(f"must have exactly {LOG_RATIO_HIST_BINS} counts, got {len(counts)}", here)
         if len(counts) > MAX_HIST_BINS:
             raise BadRequest(f"at most {MAX_HIST_BINS} bins", here)
-        for i, c in enumerate(counts):
-            if type(c) is not int or c < 0 or c >= 2**63:
-                raise BadRequest("must be a non-negative integer", [*here, i])
+        if counts and not (set(map(type, counts)) <= _JUST_INT and min(counts) >= 0 and max(counts) < 2**63):
+            for i, c in enumerate(counts):
+                if type(c) is not int or c < 0 or c >= 2**63:
+                    raise BadRequest("must be a non-negative integer", [*here, i])
         out[name] = counts
     return out
+
+
+def _metrics(doc: dict, loc: list, known_names: set[str]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, v in doc.items():
+        if name not in known_names:
+            if len(name) > MAX_METRIC_NAME or not METRIC_NAME_RE.match(name):
+                raise BadRequest(
+                    f"metric name must match [a-z0-9_.]+ (at most {MAX_METRIC_NAME} characters)",
+                    [*loc, "metrics", name],
+                )
+            if len(known_names) < 100_000:
+                known_names.add(name)
+        metrics[name] = v if type(v) is float else _value(v, [*loc, "metrics", name])
+    return metrics
 
 
 def parse_steps(doc: Any, *, now: float, known_names: set[str]) -> list[StepIn]:
@@ -156,17 +174,10 @@ def parse_steps(doc: Any, *, now: float, known_names: set[str]) -> list[StepIn]:
         metrics_doc = rec.get("metrics", {})
         if not isinstance(metrics_doc, dict):
             raise BadRequest("must be an object of metric name -> value", [*loc, "metrics"])
-        metrics: dict[str, float] = {}
-        for name, v in metrics_doc.items():
-            if name not in known_names:
-                if len(name) > MAX_METRIC_NAME or not METRIC_NAME_RE.match(name):
-                    raise BadRequest(
-                        f"metric name must match [a-z0-9_.]+ (at most {MAX_METRIC_NAME} characters)",
-                        [*loc, "metrics", name],
-                    )
-                if len(known_names) < 100_000:
-                    known_names.add(name)
-            metrics[name] = v if type(v) is float else _value(v, [*loc, "metrics", name])
+        if metrics_doc.keys() <= known_names and set(map(type, metrics_doc.values())) <= _JUST_FLOAT:
+            metrics: dict[str, float] = metrics_doc  # the common case: checked in C, no copy
+        else:
+            metrics = _metrics(metrics_doc, loc, known_names)
         hist_doc = rec.get("histograms")
         histograms = _histograms(hist_doc, [*loc, "histograms"]) if hist_doc else {}
         by_step[step] = StepIn(step, float(t), metrics, histograms)

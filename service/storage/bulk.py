@@ -23,9 +23,11 @@ _INF = math.inf
 
 
 @cache
-def _sql(dialect: str, table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
+def _sql(dialect: str, table: str, columns: tuple[str, ...], key: tuple[str, ...],
+         custom: tuple[tuple[str, str], ...] = ()) -> str:
     cols = ", ".join(columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    exprs = dict(custom)
+    updates = ", ".join(f"{c} = {exprs.get(c, f'excluded.{c}')}" for c in columns if c not in key)
     conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     if dialect == "sqlite":
         marks = ", ".join("?" for _ in columns)
@@ -43,17 +45,25 @@ def _pg_value(v: Any) -> Any:
 
 
 def upsert_rows(
-    session: Session, table: str, columns: tuple[str, ...], key: tuple[str, ...], rows: Sequence[tuple]
+    session: Session,
+    table: str,
+    columns: tuple[str, ...],
+    key: tuple[str, ...],
+    rows: Sequence[tuple],
+    *,
+    updates: dict[str, str] | None = None,
 ) -> None:
     """Insert ``rows`` (tuples in ``columns`` order) into ``table``, replacing rows with the same ``key``.
 
-    ``rows`` must not repeat a key (PostgreSQL refuses to update one row twice in a statement).
+    ``updates``: SQL expressions for some columns on conflict (``excluded.<col>`` is the new value,
+    ``<table>.<col>`` the stored one); other columns take the new value. ``rows`` must not repeat a
+    key (PostgreSQL refuses to update one row twice in a statement).
     """
     if not rows:
         return
     conn = session.connection()
     dialect = conn.dialect.name
-    sql = _sql(dialect, table, columns, key)
+    sql = _sql(dialect, table, columns, key, tuple(sorted((updates or {}).items())))
     if dialect == "sqlite":
         conn.exec_driver_sql(sql, list(rows))
         return

@@ -9,7 +9,9 @@ Layout (measured in ``bench/ingest.py``, explained in the README):
   ``nan`` (comma-separated): NULL without a name in ``nan`` means "absent".
 * ``step_rollups``: one row per (run, block of ``ROLLUP_BLOCK`` steps) with, per catalogue metric,
   the min and max with the step where each occurs and the first NaN step (typed columns; metrics
-  outside the catalogue in JSON), plus the block's summed log-ratio histogram. Series and compare
+  outside the catalogue in JSON), plus the block's summed log-ratio histogram (one column per bin).
+  A batch of new steps is merged into these rows by the upsert itself (SQL ``CASE``/sums), so ingest
+  never reads them back. Series and compare
   queries over long runs read these (a 100,000-step run is 1,563 rows) instead of every step.
 
 Times are epoch seconds (floats) so both databases store and compare them the same way.
@@ -17,7 +19,7 @@ Times are epoch seconds (floats) so both databases store and compare them the sa
 
 from __future__ import annotations
 
-from sapo_monitor.client.wire import CATALOGUE
+from sapo_monitor.client.wire import CATALOGUE, LOG_RATIO_HIST_BINS
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -43,6 +45,7 @@ __all__ = [
     "RunTag",
     "Step",
     "StepRollup",
+    "hist_column",
     "metric_column",
     "rollup_column",
 ]
@@ -152,6 +155,11 @@ ROLLUP_STATS: tuple[tuple[str, type], ...] = (
 )
 
 
+def hist_column(i: int) -> str:
+    """The ``step_rollups`` column summing bin ``i`` of the log-ratio histogram."""
+    return f"h{i:02d}"
+
+
 def rollup_column(name: str, stat: str) -> str:
     """The ``step_rollups`` column holding ``stat`` of catalogue metric ``name``."""
     return f"{metric_column(name)}_{stat}"
@@ -165,10 +173,13 @@ class StepRollup(Base):
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     steps: Mapped[int] = mapped_column(Integer)  # stored steps in the block
-    hist: Mapped[str | None] = mapped_column(Text)  # JSON: log-ratio bin counts summed over the block
+    hist_steps: Mapped[int] = mapped_column(Integer)  # steps that carried a log-ratio histogram
     extra: Mapped[str | None] = mapped_column(Text)  # JSON: {metric: [min, min_step, max, max_step, nan_step]}
 
 
+# The block's log-ratio histogram, summed: one integer column per bin, so merging is SQL arithmetic.
+for _i in range(LOG_RATIO_HIST_BINS):
+    StepRollup.__table__.append_column(Column(hist_column(_i), BigInteger, nullable=False))
 for _name in CATALOGUE_COLUMNS:
     for _stat, _type in ROLLUP_STATS:
         StepRollup.__table__.append_column(Column(rollup_column(_name, _stat), _type, nullable=True))

@@ -2,25 +2,30 @@
 
 For each (run, block of ``ROLLUP_BLOCK`` steps) and metric we keep ``[min, min_step, max, max_step,
 nan_step]`` (ties go to the earliest step; ``nan_step`` is the first NaN), the block's step count and
-its summed log-ratio histogram. A batch of new steps is merged into the stored rows of the blocks it
-touches; a batch that replaces stored steps (a replay, or writers interleaving in one range) has
-its blocks recomputed from the stored rows, so rollups stay exact either way.
+its summed log-ratio histogram.
+
+* A batch of *new* steps (none stored before in its range, the normal case) is merged by the upsert
+  itself: ``ON CONFLICT DO UPDATE`` keeps the smaller min, the larger max, adds the counts. Ingest
+  never reads rollups back, except the JSON of metrics outside the catalogue when the batch has some.
+* A batch that *replaces* stored steps (a replay, or writers interleaving in one range) has its
+  blocks recomputed from the stored steps and written over, so rollups stay exact either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import groupby
 from typing import Any, Protocol
 
 import orjson
-from sapo_monitor.client.wire import LOG_RATIO_HIST_NAME
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_NAME
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .bulk import upsert_rows
-from .models import CATALOGUE_COLUMNS, ROLLUP_BLOCK, ROLLUP_STATS, StepRollup, rollup_column
+from .models import CATALOGUE_COLUMNS, ROLLUP_BLOCK, ROLLUP_STATS, StepRollup, hist_column, rollup_column
 from .rows import CATALOGUE_NAMES, decode_histograms, decode_row, json_float, step_columns
 
 __all__ = [
@@ -29,7 +34,6 @@ __all__ = [
     "Stats",
     "block_stats",
     "merge_stats",
-    "read_blocks",
     "refresh_blocks",
 ]
 
@@ -37,11 +41,14 @@ _B = ROLLUP_BLOCK
 _N_CAT = len(CATALOGUE_NAMES)
 _CAT = frozenset(CATALOGUE_NAMES)
 _NSTAT = len(ROLLUP_STATS)
+_HIST_COLS = tuple(hist_column(i) for i in range(LOG_RATIO_HIST_BINS))
 ROLLUP_COLUMN_NAMES: tuple[str, ...] = (
-    "run_pk", "block", "steps", "hist", "extra",
+    "run_pk", "block", "steps", "hist_steps", "extra", *_HIST_COLS,
     *(rollup_column(n, s) for n in CATALOGUE_COLUMNS for s, _ in ROLLUP_STATS),
 )
+_KEY = ("run_pk", "block")
 _WIRE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+_ZERO_HIST = (0,) * LOG_RATIO_HIST_BINS
 
 # [min, min_step, max, max_step, nan_step]; None where the block has no such value.
 Stats = list
@@ -65,6 +72,7 @@ class BlockStats:
     steps: int = 0
     metrics: dict[str, Stats] = field(default_factory=dict)
     hist: list[int] | None = None
+    hist_steps: int = 0
 
 
 def _metric_stats(grp: Sequence[StepLike], name: str) -> Stats | None:
@@ -82,7 +90,7 @@ def _metric_stats(grp: Sequence[StepLike], name: str) -> Stats | None:
     if not pairs:
         return None if nan_step is None else [None, None, None, None, nan_step]
     vmin, min_step = min(pairs)
-    vmax, neg = max((v, -s) for v, s in pairs)
+    vmax, neg = max([(v, -s) for v, s in pairs])
     return [vmin, min_step, vmax, -neg, nan_step]
 
 
@@ -97,8 +105,12 @@ def _catalogue_stats(rows: Sequence[tuple]) -> dict[str, Stats]:
                 nan_first.setdefault(name, s)
     stats: dict[str, Stats] = {}
     for i, name in enumerate(CATALOGUE_NAMES):
-        col = cols[3 + i]
         nan_step = nan_first.get(name)
+        col = cols[3 + i]
+        if None not in col:  # the common case, all in C: rows are in step order, so .index() finds
+            vmin, vmax = min(col), max(col)  # the earliest step of a tie
+            stats[name] = [vmin, steps[col.index(vmin)], vmax, steps[col.index(vmax)], nan_step]
+            continue
         pairs = [(v, s) for v, s in zip(col, steps, strict=True) if v is not None]
         if pairs:
             vmin, min_step = min(pairs)
@@ -132,12 +144,13 @@ def block_stats(records: Sequence[StepLike], rows: Sequence[tuple] | None = None
             if st is not None:
                 stats[name] = st
         hists = [r.histograms[LOG_RATIO_HIST_NAME] for r in grp if LOG_RATIO_HIST_NAME in r.histograms]
-        hist = [sum(c) for c in zip(*hists, strict=False)] if hists else None
-        out[block] = BlockStats(len(grp), stats, hist)
+        hist = [sum(c) for c in zip(*hists, strict=True)] if hists else None
+        out[block] = BlockStats(len(grp), stats, hist, len(hists))
     return out
 
 
 def merge_stats(a: Stats, b: Stats) -> Stats:
+    """Stats of the union of two disjoint step sets (the SQL merge below does the same)."""
     out = list(a)
     if b[0] is not None and (a[0] is None or (b[0], b[1]) < (a[0], a[1])):
         out[0], out[1] = b[0], b[1]
@@ -148,60 +161,65 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
     return out
 
 
-def _merge(a: BlockStats, b: BlockStats) -> BlockStats:
-    metrics = dict(a.metrics)
-    for name, st in b.metrics.items():
-        metrics[name] = merge_stats(metrics[name], st) if name in metrics else st
-    hist = a.hist or b.hist if a.hist is None or b.hist is None else [x + y for x, y in zip(a.hist, b.hist, strict=False)]
-    return BlockStats(a.steps + b.steps, metrics, hist)
-
-
-def _to_row(run_pk: int, block: int, bs: BlockStats) -> tuple:
+def _extra_doc(metrics: dict[str, Stats]) -> str | None:
     extra = {
-        k: [json_float(v) if isinstance(v, float) else v for v in st]
-        for k, st in bs.metrics.items()
-        if k not in _CAT
+        k: [json_float(v) if isinstance(v, float) else v for v in st] for k, st in metrics.items() if k not in _CAT
     }
-    cells: list[Any] = [
-        run_pk,
-        block,
-        bs.steps,
-        None if bs.hist is None else orjson.dumps(bs.hist).decode(),
-        orjson.dumps(extra).decode() if extra else None,
-    ]
+    return orjson.dumps(extra).decode() if extra else None
+
+
+def _parse_extra(doc: str | None) -> dict[str, Stats]:
+    if not doc:
+        return {}
+    return {k: [_WIRE[v] if isinstance(v, str) else v for v in st] for k, st in orjson.loads(doc).items()}
+
+
+def _to_row(run_pk: int, block: int, bs: BlockStats, extra: str | None) -> tuple:
+    cells: list[Any] = [run_pk, block, bs.steps, bs.hist_steps, extra, *(bs.hist or _ZERO_HIST)]
     none5 = (None,) * _NSTAT
     for name in CATALOGUE_NAMES:
         cells.extend(bs.metrics.get(name, none5))
     return tuple(cells)
 
 
-def _from_row(row: Sequence[Any]) -> BlockStats:
-    metrics: dict[str, Stats] = {}
-    i = 5
+@cache
+def _merge_updates() -> dict[str, str]:
+    """``SET`` expressions merging a new block row (``excluded``) into the stored one."""
+    t = "step_rollups"
+    sets = {
+        "steps": f"{t}.steps + excluded.steps",
+        "hist_steps": f"{t}.hist_steps + excluded.hist_steps",
+        "extra": f"COALESCE(excluded.extra, {t}.extra)",
+    }
+    for h in _HIST_COLS:
+        sets[h] = f"{t}.{h} + excluded.{h}"
     for name in CATALOGUE_NAMES:
-        st = list(row[i : i + _NSTAT])
-        i += _NSTAT
-        if st[0] is not None or st[4] is not None:
-            metrics[name] = st
-    if row[4]:
-        for k, st in orjson.loads(row[4]).items():
-            metrics[k] = [_WIRE[v] if isinstance(v, str) else v for v in st]
-    return BlockStats(row[2], metrics, orjson.loads(row[3]) if row[3] else None)
+        c = {stat: rollup_column(name, stat) for stat, _ in ROLLUP_STATS}
+        new_min = (
+            f"excluded.{c['min']} IS NOT NULL AND ({t}.{c['min']} IS NULL OR excluded.{c['min']} < {t}.{c['min']}"
+            f" OR (excluded.{c['min']} = {t}.{c['min']} AND excluded.{c['min_step']} < {t}.{c['min_step']}))"
+        )
+        new_max = (
+            f"excluded.{c['max']} IS NOT NULL AND ({t}.{c['max']} IS NULL OR excluded.{c['max']} > {t}.{c['max']}"
+            f" OR (excluded.{c['max']} = {t}.{c['max']} AND excluded.{c['max_step']} < {t}.{c['max_step']}))"
+        )
+        new_nan = (
+            f"excluded.{c['nan_step']} IS NOT NULL AND ({t}.{c['nan_step']} IS NULL"
+            f" OR excluded.{c['nan_step']} < {t}.{c['nan_step']})"
+        )
+        for stat, cond in (("min", new_min), ("min_step", new_min), ("max", new_max), ("max_step", new_max),
+                           ("nan_step", new_nan)):
+            col = c[stat]
+            sets[col] = f"CASE WHEN {cond} THEN excluded.{col} ELSE {t}.{col} END"
+    return sets
 
 
-def _columns() -> list:
-    return [StepRollup.__table__.c[n] for n in ROLLUP_COLUMN_NAMES]
-
-
-def read_blocks(
-    session: Session, *, run_pk: int, first: int, last: int, metrics: Iterable[str] | None = None
-) -> dict[int, BlockStats]:
-    """Stored rollups of blocks ``first..last`` (inclusive)."""
-    cols = _columns()
+def _stored_extra(session: Session, run_pk: int, blocks: Sequence[int]) -> dict[int, str | None]:
+    t = StepRollup.__table__
     rows = session.execute(
-        select(*cols).where(cols[0] == run_pk, cols[1] >= first, cols[1] <= last).order_by(cols[1])
+        select(t.c.block, t.c.extra).where(t.c.run_pk == run_pk, t.c.block >= min(blocks), t.c.block <= max(blocks))
     ).all()
-    return {int(r[1]): _from_row(r) for r in rows}
+    return {int(b): e for b, e in rows}
 
 
 def _stored_steps(session: Session, run_pk: int, first: int, last: int) -> list[_Stored]:
@@ -233,28 +251,32 @@ def refresh_blocks(
 ) -> None:
     """Bring the rollups of the blocks ``records`` touch up to date (after the steps are stored).
 
-    ``fresh``: none of the records' steps was stored before, so their stats can be merged into the
-    stored block rows; otherwise the touched blocks are recomputed from the stored steps. ``rows``:
-    the records' ``steps`` row tuples (a faster path for the catalogue metrics).
+    ``fresh``: none of the records' steps was stored before, so their stats are merged into the
+    stored block rows by the upsert; otherwise the touched blocks are recomputed from the stored
+    steps. ``rows``: the records' ``steps`` row tuples (a faster path for the catalogue metrics).
     """
-    new = block_stats(records, rows)
-    result: dict[int, BlockStats] = {}
-    for first, last in _ranges(new):
-        if fresh:
-            # Blocks this batch fills completely need no stored row.
-            partial = [b for b in range(first, last + 1) if b in new and new[b].steps < _B]
-            stored = (
-                read_blocks(session, run_pk=run_pk, first=min(partial), last=max(partial)) if partial else {}
-            )
-            for block in range(first, last + 1):
-                if block in new:
-                    result[block] = _merge(stored[block], new[block]) if block in stored else new[block]
-        else:
-            result.update(block_stats(_stored_steps(session, run_pk, first, last)))
-    upsert_rows(
-        session,
-        "step_rollups",
-        ROLLUP_COLUMN_NAMES,
-        ("run_pk", "block"),
-        [_to_row(run_pk, b, bs) for b, bs in sorted(result.items())],
-    )
+    if not records:
+        return
+    if fresh:
+        new = block_stats(records, rows)
+        blocks = sorted(new)
+        has_extra = any(k not in _CAT for bs in new.values() for k in bs.metrics)
+        stored = _stored_extra(session, run_pk, blocks) if has_extra else {}
+        out = []
+        for b in blocks:
+            bs = new[b]
+            extra = None
+            if has_extra:
+                merged = _parse_extra(stored.get(b))
+                for k, st in bs.metrics.items():
+                    if k not in _CAT:
+                        merged[k] = merge_stats(merged[k], st) if k in merged else st
+                extra = _extra_doc(merged)
+            out.append(_to_row(run_pk, b, bs, extra))
+        upsert_rows(session, "step_rollups", ROLLUP_COLUMN_NAMES, _KEY, out, updates=_merge_updates())
+        return
+    out = []
+    for first, last in _ranges(r.step // _B for r in records):
+        for b, bs in block_stats(_stored_steps(session, run_pk, first, last)).items():
+            out.append(_to_row(run_pk, b, bs, _extra_doc(bs.metrics)))
+    upsert_rows(session, "step_rollups", ROLLUP_COLUMN_NAMES, _KEY, out)

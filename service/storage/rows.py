@@ -59,20 +59,24 @@ def encode_rows(run_pk: int, records: Iterable[StepIn]) -> list[tuple]:
     names = CATALOGUE_NAMES
     for rec in records:
         m = rec.metrics
-        values: list[Any] = [m.get(name) for name in names]
+        values: list[Any] = list(map(m.get, names))
         nan_names = None
-        for i, v in enumerate(values):
-            if v is not None and v != v:
-                values[i] = None
-                nan_names = names[i] if nan_names is None else f"{nan_names},{names[i]}"
-        extra_m = {k: json_float(v) for k, v in m.items() if k not in _CATALOGUE_SET}
-        hist = rec.histograms.get(LOG_RATIO_HIST_NAME)
-        other_h = {k: v for k, v in rec.histograms.items() if k != LOG_RATIO_HIST_NAME}
+        total = sum(m.values())
+        if total - total != 0:  # some value is NaN or infinite (or the sum overflowed): look closer
+            for i, v in enumerate(values):
+                if v is not None and v != v:
+                    values[i] = None
+                    nan_names = names[i] if nan_names is None else f"{nan_names},{names[i]}"
+        unknown = m.keys() - _CATALOGUE_SET
+        extra_m = {k: json_float(m[k]) for k in sorted(unknown)} if unknown else None
+        hists = rec.histograms
+        hist = hists.get(LOG_RATIO_HIST_NAME)
         extra = None
-        if extra_m or other_h:
+        if extra_m or (hists and (len(hists) > 1 or hist is None)):
             doc: dict[str, Any] = {}
             if extra_m:
                 doc["m"] = extra_m
+            other_h = {k: v for k, v in hists.items() if k != LOG_RATIO_HIST_NAME}
             if other_h:
                 doc["h"] = other_h
             extra = orjson.dumps(doc).decode()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import BigInteger, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,6 @@ __all__ = [
     "RunUpdate",
     "delete_run",
     "ensure_project",
-    "extend_step_range",
     "get_run",
     "get_runs",
     "latest_values",
@@ -94,27 +93,31 @@ def ensure_project(session: Session, name: str, *, cache: dict[str, int] | None 
     return pid
 
 
+# Plain SQL (the same on SQLite and PostgreSQL): built once, it runs on every ingest request.
+_LOCK_RUN = text(
+    "INSERT INTO runs (run_id, project_id, config, status, created_at, updated_at, last_seen_at, first_step, "
+    "last_step) VALUES (:run_id, :project_id, '{}', 'running', :now, :now, :now, :lo, :hi) "
+    "ON CONFLICT (run_id) DO UPDATE SET last_seen_at = excluded.last_seen_at, "
+    "first_step = CASE WHEN :lo IS NOT NULL AND (runs.first_step IS NULL OR runs.first_step > :lo) "
+    "THEN :lo ELSE runs.first_step END, "
+    "last_step = CASE WHEN :hi IS NOT NULL AND (runs.last_step IS NULL OR runs.last_step < :hi) "
+    "THEN :hi ELSE runs.last_step END "
+    "RETURNING id, project_id"
+).bindparams(bindparam("lo", type_=BigInteger), bindparam("hi", type_=BigInteger))
+
+
 def lock_run_for_ingest(
-    session: Session, *, run_id: str, project_id: int, now: float
+    session: Session, *, run_id: str, project_id: int, now: float, lo: int | None = None, hi: int | None = None
 ) -> tuple[int, int]:
-    """Create the run with defaults if missing, mark it seen, and return ``(run_pk, project_id)``.
+    """Create the run with defaults if missing, mark it seen, widen its step range to ``[lo, hi]``,
+    and return ``(run_pk, project_id)``.
 
     The upsert takes the run row's write lock (PostgreSQL) or the database write lock (SQLite), so
     ingests into one run are serialised for the rest of the transaction: rules see steps in order.
     """
-    stmt = _insert(session, Run.__table__).values(
-        run_id=run_id,
-        project_id=project_id,
-        config="{}",
-        status="running",
-        created_at=now,
-        updated_at=now,
-        last_seen_at=now,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["run_id"], set_={"last_seen_at": stmt.excluded.last_seen_at}
-    ).returning(Run.__table__.c.id, Run.__table__.c.project_id)
-    row = session.execute(stmt).one()
+    row = session.execute(
+        _LOCK_RUN, {"run_id": run_id, "project_id": project_id, "now": now, "lo": lo, "hi": hi}
+    ).one()
     return int(row[0]), int(row[1])
 
 
@@ -147,23 +150,6 @@ def put_run(session: Session, *, run_id: str, update_: RunUpdate, project_id: in
                 [{"run_pk": pk, "key": k, "value": v} for k, v in update_.tags.items()],
             )
     return int(pk)
-
-
-def extend_step_range(session: Session, *, run_pk: int, lo: int, hi: int) -> None:
-    """Widen the run's stored ``[first_step, last_step]`` to cover ``[lo, hi]``."""
-    t = Run.__table__
-    session.execute(
-        update(t)
-        .where(t.c.id == run_pk)
-        .values(
-            first_step=func.coalesce(func.min(t.c.first_step, lo), lo)
-            if session.get_bind().dialect.name == "sqlite"
-            else func.least(func.coalesce(t.c.first_step, lo), lo),
-            last_step=func.coalesce(func.max(t.c.last_step, hi), hi)
-            if session.get_bind().dialect.name == "sqlite"
-            else func.greatest(func.coalesce(t.c.last_step, hi), hi),
-        )
-    )
 
 
 def _run_select():  # type: ignore[no-untyped-def]

@@ -19,7 +19,15 @@ from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from .models import CATALOGUE_COLUMNS, ROLLUP_BLOCK, ROLLUP_STATS, Step, StepRollup, rollup_column
+from .models import (
+    CATALOGUE_COLUMNS,
+    ROLLUP_BLOCK,
+    ROLLUP_STATS,
+    Step,
+    StepRollup,
+    hist_column,
+    rollup_column,
+)
 from .rollups import Stats, merge_stats
 
 __all__ = [
@@ -230,17 +238,13 @@ def histogram_sum(session: Session, *, run_pk: int, lo: int, hi: int) -> tuple[l
     if first <= last:
         edges = [(lo, first * _B - 1), ((last + 1) * _B, hi)]
         t = StepRollup.__table__
-        for (hist,) in session.execute(
-            select(t.c.hist).where(t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last,
-                                   t.c.hist.is_not(None))
-        ):
-            total = [a + b for a, b in zip(total, orjson.loads(hist), strict=True)]
-        # Steps carrying a histogram inside the full blocks.
-        s = Step.__table__
-        n += session.scalar(
-            select(func.count()).where(s.c.run_pk == run_pk, s.c.step >= first * _B,
-                                       s.c.step < (last + 1) * _B, s.c.hist.is_not(None))
-        ) or 0
+        row = session.execute(
+            select(func.sum(t.c.hist_steps), *(func.sum(t.c[hist_column(i)]) for i in range(LOG_RATIO_HIST_BINS)))
+            .where(t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last)
+        ).one()
+        if row[0] is not None:
+            n = int(row[0])
+            total = [int(v) for v in row[1:]]
     s = Step.__table__
     for a, b in edges:
         if a > b:
