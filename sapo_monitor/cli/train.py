@@ -47,32 +47,107 @@ def _fmt(value: float, spec: str = ".3f") -> str:
 
 
 def train(
-    algo: Algo = typer.Option(Algo.sapo, "--algo", help="Policy loss: sapo (soft gate), grpo (token clip), gspo (sequence clip) or pg (unclipped baseline)."),
-    preset: Preset = typer.Option(Preset.default, "--preset", help="Starting configuration: 'default' learns steadily, 'stress' applies off-policy pressure."),
+    algo: Algo = typer.Option(
+        Algo.sapo,
+        "--algo",
+        help="Policy loss: sapo (soft gate), grpo (token clip), gspo (sequence clip) or pg (unclipped baseline).",
+    ),
+    preset: Preset = typer.Option(
+        Preset.default,
+        "--preset",
+        help="Starting configuration: 'default' learns steadily, 'stress' applies off-policy pressure.",
+    ),
     steps: int = typer.Option(300, "--steps", min=1, help="Number of optimizer steps to take."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same run, bitwise, on CPU with the same thread count."),
-    moe: bool | None = typer.Option(None, "--moe/--dense", help="Mixture-of-Experts or dense feed-forward layers (default: the preset's; stress is MoE)."),
-    lr: float | None = typer.Option(None, "--lr", min=0.0, help="AdamW learning rate (default: 1e-3, stress 2e-3)."),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Passes over each rollout batch (default 1, stress 4)."),
-    minibatch_size: int | None = typer.Option(None, "--minibatch-size", min=1, help="Responses per optimizer step (default 32, stress 16)."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Random seed: the same seed gives the same run, bitwise, on CPU with the same thread count.",
+    ),
+    moe: bool | None = typer.Option(
+        None,
+        "--moe/--dense",
+        help="Mixture-of-Experts or dense feed-forward layers (default: the preset's; stress is MoE).",
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", min=0.0, help="AdamW learning rate (default: 1e-3, stress 2e-3)."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Passes over each rollout batch (default 1, stress 4)."
+    ),
+    minibatch_size: int | None = typer.Option(
+        None, "--minibatch-size", min=1, help="Responses per optimizer step (default 32, stress 16)."
+    ),
     prompts: int | None = typer.Option(None, "--prompts", min=1, help="Prompts per rollout (default 16)."),
-    group_size: int | None = typer.Option(None, "--group-size", min=2, help="Responses sampled per prompt, G (default 8)."),
-    temperature: float | None = typer.Option(None, "--temperature", min=0.01, help="Sampling temperature of the policy (default 1.0)."),
-    max_grad_norm: float | None = typer.Option(None, "--max-grad-norm", min=0.0, help="Clip the gradient norm to this value; 0 turns clipping off (default 1.0, stress off)."),
-    router_noise: float | None = typer.Option(None, "--router-noise", min=0.0, help="Std of the Gaussian noise on MoE router logits in the rollout engine (default 0, stress 0.5)."),
-    rollout_bf16: bool | None = typer.Option(None, "--rollout-bf16/--rollout-fp32", help="Sample from a bfloat16 copy of the policy to emulate a lower-precision inference engine."),
-    tau_pos: float | None = typer.Option(None, "--tau-pos", min=0.0, help="SAPO gate temperature for positive advantages (default 1.0)."),
-    tau_neg: float | None = typer.Option(None, "--tau-neg", min=0.0, help="SAPO gate temperature for negative advantages (default 1.05)."),
-    eps_low: float | None = typer.Option(None, "--eps-low", min=0.0, help="GRPO lower clip width, ratio floor 1 - eps_low (default 0.2)."),
-    eps_high: float | None = typer.Option(None, "--eps-high", min=0.0, help="GRPO upper clip width, ratio ceiling 1 + eps_high (default 0.2)."),
-    warm_start: int | None = typer.Option(None, "--warm-start", min=0, help="Supervised steps on correct answers before RL (default 20)."),
+    group_size: int | None = typer.Option(
+        None, "--group-size", min=2, help="Responses sampled per prompt, G (default 8)."
+    ),
+    temperature: float | None = typer.Option(
+        None, "--temperature", min=0.01, help="Sampling temperature of the policy (default 1.0)."
+    ),
+    max_grad_norm: float | None = typer.Option(
+        None,
+        "--max-grad-norm",
+        min=0.0,
+        help="Clip the gradient norm to this value; 0 turns clipping off (default 1.0, stress off).",
+    ),
+    router_noise: float | None = typer.Option(
+        None,
+        "--router-noise",
+        min=0.0,
+        help="Std of the Gaussian noise on MoE router logits in the rollout engine (default 0, stress 0.5).",
+    ),
+    rollout_bf16: bool | None = typer.Option(
+        None,
+        "--rollout-bf16/--rollout-fp32",
+        help="Sample from a bfloat16 copy of the policy to emulate a lower-precision inference engine.",
+    ),
+    tau_pos: float | None = typer.Option(
+        None, "--tau-pos", min=0.0, help="SAPO gate temperature for positive advantages (default 1.0)."
+    ),
+    tau_neg: float | None = typer.Option(
+        None, "--tau-neg", min=0.0, help="SAPO gate temperature for negative advantages (default 1.05)."
+    ),
+    eps_low: float | None = typer.Option(
+        None, "--eps-low", min=0.0, help="GRPO lower clip width, ratio floor 1 - eps_low (default 0.2)."
+    ),
+    eps_high: float | None = typer.Option(
+        None, "--eps-high", min=0.0, help="GRPO upper clip width, ratio ceiling 1 + eps_high (default 0.2)."
+    ),
+    warm_start: int | None = typer.Option(
+        None, "--warm-start", min=0, help="Supervised steps on correct answers before RL (default 20)."
+    ),
     task: Task | None = typer.Option(None, "--task", help="The digit task: reverse (default), sort or copy."),
-    threads: int = typer.Option(1, "--threads", min=1, envvar="SAPO_MONITOR_THREADS", help="CPU threads for torch. One is fastest for this small model, and robust when the CPU is shared (e.g. with the service); runs are bitwise reproducible for a fixed thread count."),
-    server: str | None = typer.Option(None, "--server", envvar="SAPO_MONITOR_SERVER", help="Stream every step to the sapo-monitor service at this URL (e.g. http://127.0.0.1:8321)."),
-    project: str = typer.Option("default", "--project", envvar="SAPO_MONITOR_PROJECT", help="Project the run belongs to on the service."),
-    run: str | None = typer.Option(None, "--run", help="Run name on the service (default: <algo>-<preset>-s<seed>)."),
-    token: str | None = typer.Option(None, "--token", envvar="SAPO_MONITOR_TOKEN", help="API token for the service, if it requires one."),
-    spool: Path | None = typer.Option(None, "--spool", envvar="SAPO_MONITOR_SPOOL_DIR", help="Spool directory: without --server the steps are written there for a later 'sapo-monitor upload'."),
+    threads: int = typer.Option(
+        1,
+        "--threads",
+        min=1,
+        envvar="SAPO_MONITOR_THREADS",
+        help="CPU threads for torch. One is fastest for this small model, and robust when the CPU is shared (e.g. with the service); runs are bitwise reproducible for a fixed thread count.",
+    ),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        envvar="SAPO_MONITOR_SERVER",
+        help="Stream every step to the sapo-monitor service at this URL (e.g. http://127.0.0.1:8321).",
+    ),
+    project: str = typer.Option(
+        "default",
+        "--project",
+        envvar="SAPO_MONITOR_PROJECT",
+        help="Project the run belongs to on the service.",
+    ),
+    run: str | None = typer.Option(
+        None, "--run", help="Run name on the service (default: <algo>-<preset>-s<seed>)."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="SAPO_MONITOR_TOKEN", help="API token for the service, if it requires one."
+    ),
+    spool: Path | None = typer.Option(
+        None,
+        "--spool",
+        envvar="SAPO_MONITOR_SPOOL_DIR",
+        help="Spool directory: without --server the steps are written there for a later 'sapo-monitor upload'.",
+    ),
 ) -> None:
     require("torch", "trainer")
     from rich.console import Console
@@ -154,7 +229,10 @@ def train(
         (f"reward, last {w} steps", _fmt(summary.reward_last)),
         ("reward gain", _fmt(summary.reward_gain, "+.3f")),
         (f"entropy, first / last {w}", f"{_fmt(summary.entropy_first)} / {_fmt(summary.entropy_last)}"),
-        ("ratio std, max / last", f"{_fmt(summary.ratio_std_max, '.3g')} / {_fmt(summary.ratio_std_last, '.3g')}"),
+        (
+            "ratio std, max / last",
+            f"{_fmt(summary.ratio_std_max, '.3g')} / {_fmt(summary.ratio_std_last, '.3g')}",
+        ),
         ("non-finite steps (skipped)", f"{summary.nonfinite_steps} ({summary.skipped_steps})"),
         ("wall time", f"{summary.wall_s:.1f} s"),
     ]
