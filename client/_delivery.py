@@ -57,6 +57,7 @@ class Delivery:
         self._next_try = 0.0
         self._put_done = transport is None
         self._closed = False
+        self._last_error: TransportError | None = None
         self._close_deadline: float | None = None
         self._final_status = "finished"
         self.sent_batches = 0
@@ -131,6 +132,8 @@ class Delivery:
                     self._store(records)
                 if self._transport is not None:
                     self._send_pending(closing=stop)
+                    if stop:
+                        self._retry_until_deadline()
                 for _ in range(taken):
                     self._queue.task_done()
                 if stop:
@@ -250,6 +253,15 @@ class Delivery:
         self._recovered()
         return True
 
+    def _retry_until_deadline(self) -> None:
+        """While closing: keep retrying (with the usual backoff) until all is sent or time is up."""
+        deadline = self._close_deadline or time.monotonic()
+        while (not self._put_done or self.pending_batches) and time.monotonic() < deadline:
+            time.sleep(max(0.0, min(self._next_try, deadline) - time.monotonic()))
+            if time.monotonic() >= deadline:
+                return
+            self._send_pending(closing=True)
+
     def _refused(self, exc: TransportError) -> None:
         """A final 4xx: say so once per status (a bad token refuses everything the same way)."""
         self._warn_once(f"http-{exc.status}", f"sapo-monitor: the service refused run {self.run_id}: {exc}. "
@@ -264,6 +276,7 @@ class Delivery:
         if exc.retry_after is not None:
             delay = min(self._settings.max_backoff, max(delay, exc.retry_after))
         self._next_try = time.monotonic() + delay
+        self._last_error = exc
         if self._healthy:
             log.warning("sapo-monitor: cannot deliver run %s (%s); steps are kept in %s and retried in the "
                         "background. Training continues.", self.run_id, exc, self.spool.dir)
@@ -297,9 +310,9 @@ class Delivery:
             log.info("sapo-monitor: run %s recorded offline in %s; send it with `sapo-monitor upload %s "
                      "--server URL`", self.run_id, self.spool.dir, self.spool.dir)
         elif n:
-            log.warning("sapo-monitor: %d batch(es) of run %s not delivered yet; they are kept in %s and are sent "
-                        "when a process with this run starts again, or with `sapo-monitor upload %s --server URL`",
-                        n, self.run_id, self.spool.dir, self.spool.dir)
+            log.warning("sapo-monitor: %d batch(es) of run %s not delivered yet (last error: %s); they are kept in "
+                        "%s and are sent when a process with this run starts again, or with `sapo-monitor upload "
+                        "%s --server URL`", n, self.run_id, self._last_error, self.spool.dir, self.spool.dir)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -12,6 +12,15 @@ from sapo_monitor.client.upload import upload_spool
 from sapo_monitor.trainer.train import Trainer, make_config
 
 from sapo_monitor import client
+from tests.client.service import LiveService
+
+
+@pytest.fixture(scope="module")
+def live_service(tmp_path_factory):
+    """The real service (uvicorn subprocess, temporary SQLite), shared by this module's tests."""
+    service = LiveService(tmp_path_factory.mktemp("service")).start()
+    yield service
+    service.kill()
 
 
 def small_trainer(steps: int, **overrides) -> Trainer:
@@ -58,8 +67,8 @@ def test_bundled_trainer_adapter_is_found_lazily():
     assert find_adapter(small_trainer(1)).__name__ == "attach_trainer"
 
 
-def test_attach_delivers_every_step_even_when_the_service_dies_mid_run(receiver, fast_settings, caplog):
-    """Kill the receiving side at step 4, bring it back at step 10: the whole run arrives, once."""
+def test_attach_survives_a_receiver_outage_and_says_so_once(receiver, fast_settings, caplog):
+    """Stop a loopback receiver at step 4, bring it back at step 10: the whole run arrives, once."""
     trainer = small_trainer(16)
     mon = client.attach(trainer, run="attach-1", project="demo", server=receiver.url, settings=fast_settings)
 
@@ -86,16 +95,46 @@ def test_attach_delivers_every_step_even_when_the_service_dies_mid_run(receiver,
     assert any("delivery of run attach-1 resumed" in m for m in messages)
 
 
-def test_attach_offline_then_upload(receiver, fast_settings):
+def test_attach_delivers_every_step_to_the_live_service_killed_mid_run(live_service, fast_settings, caplog):
+    """The real service is SIGKILLed at step 4 and started again (same port, same database) at step 10:
+    every step of the run is stored, each once, and the run ends marked finished."""
+    trainer = small_trainer(16)
+    mon = client.attach(trainer, run="live-1", project="demo", server=live_service.url, settings=fast_settings)
+    killed = []
+
+    def chaos(entry) -> None:
+        if entry.step == 4:
+            live_service.kill()
+            killed.append(entry.step)
+        if entry.step == 10:
+            live_service.start()
+
+    trainer.train(progress=chaos)
+    mon.close(timeout=30)
+    assert killed == [4]
+    steps = live_service.steps("live-1")
+    assert steps == list(range(1, 17)), steps  # complete, in order, no step twice
+    run = live_service.run("live-1")
+    assert run["status"] == "finished" and run["algorithm"] == "sapo" and run["project"] == "demo"
+    assert (run["first_step"], run["last_step"]) == (1, 16)
+    values = live_service.step_metrics("live-1", 16, ["ratio.std", "gate.weight_mean", "tokens.count"])
+    assert values["tokens.count"] > 0 and 0 < values["gate.weight_mean"] <= 1
+    assert any("cannot deliver run live-1" in r.getMessage() for r in caplog.records), "no outage happened"
+    assert not list((mon.spool_dir / "batches").glob("*"))
+
+
+def test_attach_offline_then_upload_to_the_live_service(live_service, fast_settings):
     trainer = small_trainer(6, moe=True)
-    mon = client.attach(trainer, run="attach-2", settings=fast_settings)  # no server: spool only
+    mon = client.attach(trainer, run="live-2", settings=fast_settings)  # no server: spool only
     trainer.train()
     mon.close()
-    result = upload_spool(mon.spool_dir, receiver.url)
+    result = upload_spool(mon.spool_dir, live_service.url)
     assert result.ok and result.steps_sent == 6
-    assert read_steps(receiver.url, "attach-2") == list(range(1, 7))
-    assert "moe.route_flip_frac" in receiver.steps["attach-2"][6]["metrics"]
-    assert receiver.runs["attach-2"]["status"] == "finished"
+    assert live_service.steps("live-2") == list(range(1, 7))
+    assert "moe.route_flip_frac" in live_service.step_metrics("live-2", 6, ["moe.route_flip_frac"])
+    assert live_service.run("live-2")["status"] == "finished"
+    assert upload_spool(mon.spool_dir, live_service.url).steps_sent == 0
+    assert live_service.steps("live-2") == list(range(1, 7))
 
 
 def test_attach_does_not_change_training(fast_settings):
@@ -108,7 +147,7 @@ def test_attach_does_not_change_training(fast_settings):
     assert [e.loss for e in bare.history] == [e.loss for e in watched.history]
 
 
-def test_cli_train_with_spool_then_upload(receiver, tmp_path, monkeypatch):
+def test_cli_train_with_spool_then_upload(live_service, tmp_path, monkeypatch):
     """`sapo-monitor train --spool DIR` (through client.attach) then `sapo-monitor upload DIR --server URL`."""
     from typer.testing import CliRunner
 
@@ -121,7 +160,7 @@ def test_cli_train_with_spool_then_upload(receiver, tmp_path, monkeypatch):
             "--warm-start", "0", "--run", "cli-run", "--spool", str(spool)]
     trained = runner.invoke(app, args)
     assert trained.exit_code == 0, trained.output
-    uploaded = runner.invoke(app, ["upload", str(spool), "--server", receiver.url])
+    uploaded = runner.invoke(app, ["upload", str(spool), "--server", live_service.url])
     assert uploaded.exit_code == 0, uploaded.output
-    assert read_steps(receiver.url, "cli-run") == [1, 2, 3, 4]
-    assert receiver.runs["cli-run"]["status"] == "finished"
+    assert live_service.steps("cli-run") == [1, 2, 3, 4]
+    assert live_service.run("cli-run")["status"] == "finished"
