@@ -5,8 +5,10 @@ Every test trains the ~1M-parameter model from ``tinyrl`` for a few optimizer st
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import weakref
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from capture import Recorder, concat_step, trl_sapo_gate_mean
 from sapo_monitor.client.adapters.trl import MIRROR_KEYS, MIRROR_PREFIX, adapter_for
 from sapo_monitor.client.stats import compute_step_stats
 from tinyrl import make_trainer
+from transformers import TrainerCallback
 
 from sapo_monitor import client
 
@@ -25,11 +28,15 @@ GATE_AND_SIGN = (
 QUANTILE_KEYS = {"log_ratio.p01", "log_ratio.p05", "log_ratio.p50", "log_ratio.p95", "log_ratio.p99"}
 
 
-def _train_attached(tmp_path, service, run_id, **overrides):
+def _train_attached(tmp_path, service, run_id, *, before_attach=None, after_attach=None, **overrides):
     trainer = make_trainer(tmp_path, **overrides)
+    if before_attach is not None:
+        before_attach(trainer)
     monitor = client.attach(trainer, run=run_id, project="trl-tests", server=service.url,
                             spool_dir=tmp_path / "spool", strict=True)
     recorder = Recorder(monitor)
+    if after_attach is not None:
+        after_attach(trainer)
     trainer.train()
     monitor.close(timeout=30)
     return trainer, recorder
@@ -167,16 +174,50 @@ def test_algorithm_recorded(tmp_path, service, overrides, algorithm):
     assert not math.isnan(steps[2]["loss"])
 
 
+class StorageProbe(TrainerCallback):
+    """Weak references to the storage of every current-policy log-prob / entropy tensor TRL makes; at the
+    end of each optimizer step all of them must be gone (nobody, the adapter included, kept one)."""
+
+    def __init__(self) -> None:
+        self.refs: list[weakref.ref] = []
+        self.alive_at_step_end: list[int] = []
+        self.calls = 0
+
+    def wrap(self, trainer) -> None:
+        original = trainer._get_per_token_logps_and_entropies
+
+        def probed(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if torch.is_grad_enabled():  # the policy's own forward inside compute_loss
+                self.calls += 1
+                self.refs += [weakref.ref(t.untyped_storage()) for t in out[:2] if t is not None]
+            return out
+
+        trainer._get_per_token_logps_and_entropies = probed
+
+    def on_step_end(self, args, state, control, **kwargs):
+        gc.collect()
+        self.alive_at_step_end.append(sum(ref() is not None for ref in self.refs))
+
+
 def test_attaching_does_not_change_training(tmp_path, service):
-    """Same seed, with and without attach: identical losses, grad norms and final weights.
+    """Same seed, with and without attach: identical logs (losses, grad norms, KL, ...) and final weights.
 
     beta != 0 also exercises TRL's reference-model log-probs (which must not be mistaken for the
-    policy's), and between steps the adapter holds no tensor.
+    policy's). No tensor of TRL's survives a step in the adapter: checked on storage weak references,
+    with the bare run as the control that TRL itself frees them.
     """
     overrides = dict(num_iterations=2, gradient_accumulation_steps=2, max_steps=4, beta=0.04)
     bare = make_trainer(tmp_path / "bare", **overrides)
+    bare_probe = StorageProbe()
+    bare_probe.wrap(bare)
+    bare.add_callback(bare_probe)
     bare.train()
-    attached, rec = _train_attached(tmp_path / "attached", service, "trl-unchanged", **overrides)
+    probe = StorageProbe()
+    attached, _ = _train_attached(tmp_path / "attached", service, "trl-unchanged", before_attach=probe.wrap,
+                                  after_attach=lambda t: t.add_callback(probe), **overrides)
+    assert bare_probe.alive_at_step_end == [0, 0, 0, 0]
+    assert probe.calls == 8 and probe.alive_at_step_end == [0, 0, 0, 0]
 
     def history(t):
         return [{k: v for k, v in h.items() if not k.startswith(MIRROR_PREFIX) and k not in
