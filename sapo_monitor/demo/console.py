@@ -29,7 +29,7 @@ def train_all(session: DemoSession, console: Console) -> list[RunOutcome]:
     """Train every configured algorithm in turn, one progress bar each; return their outcomes."""
     cfg = session.config
     columns = (
-        TextColumn("{task.description:<22}"),
+        TextColumn("{task.description:<16}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("steps"),
@@ -38,7 +38,7 @@ def train_all(session: DemoSession, console: Console) -> list[RunOutcome]:
     )
     with Progress(*columns, console=console) as progress:
         tasks = {
-            a: progress.add_task(session.run_id(a)[-22:], total=cfg.steps, note="") for a in cfg.algorithms
+            a: progress.add_task(f"{a} ({cfg.preset})", total=cfg.steps, note="") for a in cfg.algorithms
         }
         for algorithm in cfg.algorithms:
             task = tasks[algorithm]
@@ -89,7 +89,7 @@ def outcome_table(outcomes: Sequence[RunOutcome], *, elapsed: float) -> Table:
 
 def print_urls(session: DemoSession, console: Console) -> None:
     for name, url in session.urls().items():
-        console.print(f"  {name:<20} {url}")
+        console.print(f"  {name:<20} {url}", soft_wrap=True)  # URLs stay on one line, clickable
 
 
 def run_demo(config: DemoConfig, *, wait: bool, console: Console | None = None) -> int:

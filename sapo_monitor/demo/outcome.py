@@ -87,7 +87,7 @@ def build_outcome(
         run_id=run_id,
         algorithm=algorithm,
         label=algorithm.upper() if algorithm != "pg" else "PG (no clip)",
-        steps=(max(steps) + 1) if steps else 0,
+        steps=(max(steps) - min(steps) + 1) if steps else 0,
         first_warning=warnings[0] if warnings else None,
         collapse=criticals[0] if criticals else None,
         final_reward=_tail_mean(series.get("reward.mean", ([], []))[1]),

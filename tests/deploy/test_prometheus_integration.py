@@ -56,14 +56,21 @@ def _prometheus_config(service_port: int, workdir: Path) -> Path:
     return path
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
+def _poll(predicate: Any, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return None
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    value = _poll(predicate, timeout)
+    if not value:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return value
 
 
 def _instant(prom: str, query: str) -> list[dict[str, Any]]:
@@ -111,7 +118,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"sqlite:///{workdir / 'it.db'}",
         port,
         workdir / "service.log",
-        env={"SAPO_MONITOR_ACTIVE_WINDOW": "3600"},
+        env={"SAPO_MONITOR_ACTIVE_WINDOW": "PT1H"},
     )
     prom_port = free_port()
     prom = subprocess.Popen(
@@ -138,7 +145,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _add_rules(api)
         _train(service.url, DENSE_RUN, preset="default", algo="sapo")
         _train(service.url, MOE_RUN, preset="stress", algo="pg")
-        _wait(lambda: receiver.deliveries(), 20, "a webhook delivery")
+        if not _poll(lambda: receiver.deliveries(), 40):
+            alerts = httpx.get(f"{api}/alerts", params={"project": PROJECT}, timeout=10.0).text
+            raise AssertionError(
+                f"no webhook delivery after 40 s; alerts: {alerts[:1500]}\n{service.log_tail(40)}"
+            )
         # Two scrapes after the last step: every counter has moved inside one rate window.
         _wait(lambda: _instant(prom_url, f'sapo_run_last_step{{run="{MOE_RUN}"}} >= {STEPS[MOE_RUN] - 1}'), 20,
               "Prometheus to scrape the last step")  # fmt: skip
