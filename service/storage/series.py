@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 _B = ROLLUP_BLOCK
-RAW_LIMIT = 32_768  # above this many steps, buckets are whole rollup blocks
+RAW_LIMIT = 16_384  # above this many steps, buckets are whole rollup blocks
 _WIRE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
