@@ -44,7 +44,7 @@ def healthy_metrics(step: int, rng: random.Random) -> dict[str, float]:
         "sign.neg.ratio_std": jit(0.055),
         "groups.zero_signal_frac": jit(0.1, 0.3),
         "entropy.mean": jit(2.0, 0.03),
-        "reward.mean": min(0.6, 0.3 + 0.01 * step) * (1.0 + 0.04 * (2.0 * rng.random() - 1.0)),
+        "reward.mean": min(0.45, 0.3 + 0.01 * step) * (1.0 + 0.04 * (2.0 * rng.random() - 1.0)),
         "reward.std": jit(0.3),
         "loss": jit(0.1, 0.5),
         "grad_norm": jit(1.0, 0.2),
