@@ -193,7 +193,8 @@ class Trainer:
         )
         self.history: list[StepLog] = []
         self._observers: list[Observer] = []
-        self.step = 0
+        self.step = 0  # optimizer steps taken
+        self.rollouts = 0  # rollout batches generated
 
     # -- the observer hook -------------------------------------------------------------------
     def add_observer(self, fn: Observer) -> Observer:
@@ -224,17 +225,16 @@ class Trainer:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         try:
-            rollouts = self._loop(progress)
+            self._loop(progress)
         finally:
             torch.set_num_threads(saved_threads)
-        return self._summary(rollouts, time.perf_counter() - start)
+        return self._summary(self.rollouts, time.perf_counter() - start)
 
-    def _loop(self, progress: Callable[[StepLog], None] | None) -> int:
+    def _loop(self, progress: Callable[[StepLog], None] | None) -> None:
         cfg = self.config
         self.model.train()
         if cfg.warm_start_steps and self.step == 0:
             self._warm_start()
-        rollout_idx = 0
         while self.step < cfg.steps:
             rollout = generate_rollout(
                 self.model,
@@ -253,13 +253,12 @@ class Trainer:
                     if self.step >= cfg.steps:
                         break
                     self.step += 1
-                    entry = self._optimizer_step(rollout, idx, rollout_idx, minibatch)
+                    entry = self._optimizer_step(rollout, idx, self.rollouts, minibatch)
                     self.history.append(entry)
                     minibatch += 1
                     if progress is not None:
                         progress(entry)
-            rollout_idx += 1
-        return rollout_idx
+            self.rollouts += 1
 
     def _optimizer_step(self, ro: Rollout, idx: torch.Tensor, rollout_idx: int, minibatch: int) -> StepLog:
         cfg = self.config
