@@ -432,17 +432,23 @@ class StepAccumulator:
         f64 = torch.float64
         names: list[str] = []
         values: list[torch.Tensor] = []
-        for name, value in self._sums.items():
-            names.append(name)
-            values.append(value.to(f64))
-        for name, value in self._maxes.items():
-            names.append(name)
-            values.append(value.to(f64))
+        # Counts are integer tensors, the rest float64: stack each kind once (few ops matter on small steps).
+        counts: list[torch.Tensor] = []
+        count_names: list[str] = []
+        for name, value in (*self._sums.items(), *self._maxes.items()):
+            if value.is_floating_point():
+                names.append(name)
+                values.append(value.to(f64))
+            else:
+                count_names.append(name)
+                counts.append(value)
         for name, (n, mean, m2) in self._moments.items():
             names += [f"{name}.n", f"{name}.mean", f"{name}.m2"]
             values += [n, mean, m2]
+        names += count_names
+        values.append(torch.stack(counts).to(f64))
         est, frac, outside = self._quantile_estimates()
-        packed = torch.cat([torch.stack(values), self._hist.to(f64), est, frac, outside.to(f64)])
+        packed = torch.cat([torch.stack(values[:-1]), values[-1], self._hist.to(f64), est, frac, outside.to(f64)])
         host = packed.tolist()  # the one transfer of the step
 
         k = len(names)

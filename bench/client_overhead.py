@@ -1,0 +1,146 @@
+"""What the client costs: printed as ratios against a baseline measured side by side in this run.
+
+1. ``compute_step_stats`` vs the SAPO loss on the same [256, 2048] float32 tensors (target <= 5):
+   against the loss's forward pass, and against forward + backward (what a training step spends on it).
+2. The reference trainer's step time at the default preset: bare, with ``client.attach`` to a live
+   service (the real one, uvicorn in a subprocess on a temporary SQLite database), and attached while
+   the service is down (steps go to the spool; delivery retries in the background). Target <= 1.05.
+3. The TRL row (``bench/trl_row.py``, owned by the TRL adapter): GRPOTrainer step time attached / bare.
+
+Runs alternate (bare, up, down, bare, ...) so drifting machine load hits every variant alike; each
+figure is the median over repeats. torch uses one thread, as the trainer does by default.
+
+    .venv/bin/python bench/client_overhead.py [--steps 40] [--repeats 3] [--no-trl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def bench_stats_vs_loss(repeats: int = 15) -> dict[str, float]:
+    from sapo_monitor.client.stats import compute_step_stats
+    from sapo_monitor.trainer.losses import sapo
+
+    g = torch.Generator().manual_seed(0)
+    B, T = 256, 2048
+    logp_old = -torch.rand(B, T, generator=g) * 5
+    logp_new = logp_old + 0.05 * torch.randn(B, T, generator=g)
+    adv = torch.randn(B, generator=g)
+    mask = (torch.rand(B, T, generator=g) < 0.8).float()
+
+    def loss_fwd() -> None:
+        sapo(logp_new, logp_old, adv, mask).loss.item()
+
+    def loss_fwd_bwd() -> None:
+        leaf = logp_new.clone().requires_grad_(True)
+        sapo(leaf, logp_old, adv, mask).loss.backward()
+
+    def stats() -> None:
+        compute_step_stats(logp_new, logp_old, adv, mask)
+
+    times: dict[str, list[float]] = {"loss_fwd": [], "loss_fwd_bwd": [], "stats": []}
+    fns = {"loss_fwd": loss_fwd, "loss_fwd_bwd": loss_fwd_bwd, "stats": stats}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _train_once(steps: int, server: str | None, spool: Path | None) -> float:
+    """Seconds per optimizer step of one default-preset run (warm start off; setup excluded)."""
+    from sapo_monitor.client.settings import ClientSettings
+    from sapo_monitor.trainer.train import Trainer, make_config
+
+    from sapo_monitor import client
+
+    trainer = Trainer(make_config("default", steps=steps, warm_start_steps=0, seed=1))
+    monitor = None
+    if spool is not None:
+        settings = ClientSettings(spool_dir=spool, close_timeout=0.5)
+        monitor = client.attach(trainer, run=f"bench-{time.time_ns()}", project="bench", server=server,
+                                settings=settings)
+    start = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - start
+    if monitor is not None:
+        monitor.close()
+    return elapsed / steps
+
+
+def bench_trainer(steps: int, repeats: int, service_url: str, dead_url: str, workdir: Path) -> dict[str, float]:
+    _train_once(max(4, steps // 4), None, None)  # warm-up: imports, allocator
+    runs: dict[str, list[float]] = {"bare": [], "up": [], "down": []}
+    for _ in range(repeats):
+        runs["bare"].append(_train_once(steps, None, None))
+        runs["up"].append(_train_once(steps, service_url, workdir / "spool-up"))
+        runs["down"].append(_train_once(steps, dead_url, workdir / "spool-down"))
+    return {name: statistics.median(v) for name, v in runs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per trainer run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant (median reported)")
+    parser.add_argument("--no-trl", action="store_true", help="skip the TRL row")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    import logging
+
+    logging.getLogger("sapo_monitor").setLevel(logging.ERROR)  # the down variant warns, by design
+
+    print("== compute_step_stats vs SAPO loss, [256, 2048] float32, CPU, 1 thread")
+    s = bench_stats_vs_loss()
+    print(f"  SAPO loss forward          {s['loss_fwd'] * 1e3:8.1f} ms")
+    print(f"  SAPO loss forward+backward {s['loss_fwd_bwd'] * 1e3:8.1f} ms")
+    print(f"  compute_step_stats         {s['stats'] * 1e3:8.1f} ms")
+    print(f"  ratio stats / loss forward          {s['stats'] / s['loss_fwd']:6.2f}   (target <= 5)")
+    print(f"  ratio stats / loss forward+backward {s['stats'] / s['loss_fwd_bwd']:6.2f}")
+
+    from tests.client.service import LiveService, free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        service = LiveService(workdir).start()
+        dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        try:
+            print(f"\n== reference trainer, default preset, {args.steps} steps x {args.repeats} runs per variant")
+            t = bench_trainer(args.steps, args.repeats, service.url, dead_url, workdir)
+            print(f"  bare                         {t['bare'] * 1e3:8.1f} ms/step")
+            print(f"  attached, service up         {t['up'] * 1e3:8.1f} ms/step   ratio {t['up'] / t['bare']:.3f}"
+                  "   (target <= 1.05)")
+            print(f"  attached, service down       {t['down'] * 1e3:8.1f} ms/step   ratio {t['down'] / t['bare']:.3f}"
+                  "   (target <= 1.05)")
+
+            # ---- TRL row (owned by the TRL adapter: bench/trl_row.py) ------------------------------
+            if not args.no_trl:
+                print("\n== TRL GRPOTrainer (SAPO, tiny model, CPU)")
+                try:
+                    from trl_row import trl_row
+
+                    row = trl_row(server=service.url)
+                    print(f"  bare {row['bare_s'] * 1e3:.1f} ms/step, attached {row['attached_s'] * 1e3:.1f} ms/step,"
+                          f"   ratio {row['ratio']:.3f}   (target <= 1.05)")
+                except Exception as exc:  # the row is optional: trl may be missing
+                    print(f"  skipped: {type(exc).__name__}: {exc}")
+        finally:
+            service.kill()
+
+
+if __name__ == "__main__":
+    main()
