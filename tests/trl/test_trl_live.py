@@ -8,7 +8,11 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,3 +239,17 @@ def test_attaching_does_not_change_training(tmp_path, service):
     assert adapter._captured is None and adapter._loss_sum is None and adapter._grad_norm is None
     assert adapter.monitor._acc.empty
     assert not [v for v in vars(adapter).values() if isinstance(v, torch.Tensor)]
+
+
+def test_example_runs_offline_against_the_service(service):
+    """examples/trl_sapo.py trains and streams a run with nothing but this machine."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "trl_sapo.py"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(example), "--server", service.url, "--run", "trl-example", "--steps", "3"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trained 3 steps" in done.stdout
+    assert sorted(service.steps("trl-example")) == [1, 2, 3]
+    assert service.run("trl-example")["algorithm"] == "sapo"
