@@ -15,7 +15,7 @@ __all__ = ["BUILTIN_IDS", "BUILTIN_RULES", "builtin_rule"]
 
 
 def _rule(
-    rule_id: str, kind: str, severity: str, for_steps: int, description: str, *, clear_steps: int = 3, **params: Any
+    rule_id: str, kind: str, severity: str, for_steps: int, description: str, *, clear_steps: int = 5, **params: Any
 ) -> Rule:
     return Rule(
         clear_steps=clear_steps,
@@ -76,10 +76,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     _rule(
         "entropy_collapse", "below_baseline", "critical", 3,
-        """Mean token entropy fell below a fraction of its early-run level: the policy became nearly
-        deterministic and stops exploring; rewards usually follow. Check the learning rate, negative-side
-        instability and whether the reward is being hacked by a degenerate answer.""",
-        metric="entropy.mean", baseline_steps=10, fraction=0.3,
+        """Mean token entropy fell below a fraction of its early-run level while the reward did not
+        improve: the policy became nearly deterministic without getting better and stops exploring.
+        (Entropy falling while the reward climbs is convergence and does not fire.) Check the learning
+        rate, negative-side instability and whether the reward is being hacked by a degenerate answer.""",
+        metric="entropy.mean", baseline_steps=10, fraction=0.3, guard_metric="reward.mean", guard_gain=0.2,
     ),
     _rule(
         "reward_collapse", "drop_from_best", "critical", 5,
@@ -96,10 +97,10 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         metrics=["grad_norm"], factor=5.0, window=20, warmup=10, min_value=0.0,
     ),
     _rule(
-        "kl_blowup", "threshold", "critical", 2,
+        "kl_blowup", "threshold", "critical", 3,
         """The k3 estimate of KL(pi_old || pi_theta) is above the bound: the policy left the trust region of
         its rollouts. Check the learning rate and the number of updates per rollout.""",
-        metric="kl.k3", op=">", value=0.5,
+        metric="kl.k3", op=">", value=1.0,
     ),
     _rule(
         "mismatch_kl", "threshold", "warning", 3,
@@ -126,7 +127,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         "silent_run", "silence", "warning", 1,
         """No step arrived for a while although the run is marked running: the trainer may have crashed,
         hung or lost its connection. Check the trainer's logs and the client's spool directory.""",
-        after_s=600.0,
+        after_s=600.0, clear_steps=1,
     ),
 )
 

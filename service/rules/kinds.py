@@ -357,9 +357,22 @@ SIGN_SPREAD = Kind(
 
 def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
     metric, steps, fraction = p["metric"], p["baseline_steps"], p["fraction"]
+    guard, gain, alpha = p["guard_metric"], p["guard_gain"], 0.1
 
     def step(st: dict, m: Mapping[str, float]) -> bool | None:
         x = m.get(metric)
+        if guard is not None:  # track the guard metric: its early mean and its EWMA since
+            g = m.get(guard)
+            if g is not None and _isfinite(g):
+                gn = st.get("gn", 0)
+                st["gn"] = gn + 1
+                if gn < steps:
+                    st["gsum"] = st.get("gsum", 0.0) + g
+                    st["ge"] = st["gsum"] / (gn + 1)
+                else:
+                    st["ge"] += alpha * (g - st["ge"])
+                if gn + 1 == steps:
+                    st["gref"] = st["gsum"] / steps
         if x is None or not _isfinite(x):
             return None
         n = st.get("n", 0)
@@ -369,18 +382,25 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
             if n + 1 == steps:
                 st["ref"] = st["sum"] / steps
             return False
-        return x < fraction * st["ref"]
+        if x >= fraction * st["ref"]:
+            return False
+        # Falling entropy while the reward climbs is convergence, not collapse.
+        return not (guard is not None and "gref" in st and st["ge"] - st["gref"] >= gain)
 
     return step
 
 
 BELOW_BASELINE = Kind(
     "below_baseline",
-    "The metric below `fraction` of its mean over the run's first `baseline_steps` steps.",
+    "The metric below `fraction` of its mean over the run's first `baseline_steps` steps (optionally unless a "
+    "guard metric rose meanwhile).",
     (
         _metric_param(),
         Param("baseline_steps", "int", 10, "Early steps averaged into the baseline.", minimum=1, maximum=10000),
         Param("fraction", "float", 0.3, "Fire below this fraction of the baseline.", minimum=0.0, maximum=1.0),
+        Param("guard_metric", "str", None, "Optional: do not fire while this metric's EWMA is `guard_gain` above "
+              "its own early mean (e.g. reward.mean: low entropy with a rising reward is convergence)."),
+        Param("guard_gain", "float", 0.2, "Rise of the guard metric that suppresses the alert.", minimum=0.0),
     ),
     _compile_below_baseline,
     lambda p: (p["metric"],),

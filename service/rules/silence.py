@@ -49,7 +49,7 @@ def check_silent_runs(session: Session, *, now: float, limit: int = 500) -> list
         if run is None:
             continue
         project = project_name(session, run.project_id)
-        state, exists = load_state(session, run.pk)
+        state, exists = load_state(session, run.id)
         made: list[Transition] = []
         for rule in rules:
             if not rule.applies_to(project, run.run_id):
@@ -81,8 +81,8 @@ def check_silent_runs(session: Session, *, now: float, limit: int = 500) -> list
             if change[1] == RESOLVED:
                 lc.update(s=None, n=0, a=None)
         if made:
-            save_state(session, run.pk, state, exists, now)
-            apply_transitions(session, RunRef(run.pk, run.run_id, run.project_id), project,
+            save_state(session, run.id, state, exists, now)
+            apply_transitions(session, RunRef(run.id, run.run_id, run.project_id), project,
                               {r.id: r for r in rules}, made, now=now)
             out += made
     return out

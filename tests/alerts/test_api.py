@@ -167,3 +167,26 @@ def test_auth_matrix(db_url: str) -> None:
         assert c.get(f"/api/v1/webhooks/{hook.json()['id']}/deliveries", headers=h("other")).status_code == 404
         assert c.get("/api/v1/webhooks", headers=h("read")).status_code == 403
         assert json.loads(c.get("/api/v1/rules", headers=h("other")).text)[-1]["id"] != "p-rule"
+
+
+@BOTH
+def test_silent_run_fires_and_resolves(db_url: str) -> None:
+    with live_service(db_url) as base, httpx.Client(base_url=base, timeout=20) as c:
+        assert c.put("/api/v1/rules/silent_run", json={"params": {"after_s": 1.0}}).status_code == 200
+        post_trace(c, "quiet", stable_trace(5))
+        post_trace(c, "done", stable_trace(5))
+        assert c.put("/api/v1/runs/done", json={"project": "p", "status": "finished"}).status_code in (200, 201)
+
+        def silent(run: str) -> list[dict]:  # type: ignore[type-arg]
+            return [a for a in c.get(f"/api/v1/runs/{run}/alerts").json()["alerts"] if a["rule"] == "silent_run"]
+
+        deadline = time.monotonic() + 10
+        while not silent("quiet"):
+            assert time.monotonic() < deadline, "silent_run never fired"
+            time.sleep(0.1)
+        alert = silent("quiet")[0]
+        assert alert["state"] == "firing" and alert["fired_step"] == 5 and alert["values"]["silent_for_s"] > 1.0
+        assert silent("done") == []  # finished runs are not silent
+        post_trace(c, "quiet", [(6, stable_trace(6)[-1][1])])  # a step arrives: it resolves
+        alert = silent("quiet")[0]
+        assert alert["state"] == "resolved" and alert["resolved_step"] == 6
