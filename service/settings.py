@@ -73,6 +73,16 @@ class Settings(BaseSettings):
         True, description="Create the schema through the migrations when the database is empty."
     )
 
+    @field_validator("active_window", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return timedelta(seconds=float(value))  # "900" in the environment means seconds
+            except ValueError:
+                return value  # ISO 8601 ("PT15M") or "HH:MM:SS": pydantic parses it
+        return value
+
     @field_validator("db")
     @classmethod
     def _expand(cls, value: str) -> str:
