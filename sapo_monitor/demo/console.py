@@ -38,10 +38,12 @@ def train_all(session: DemoSession, console: Console) -> list[RunOutcome]:
     )
     with Progress(*columns, console=console) as progress:
         tasks = {
-            a: progress.add_task(f"{a} ({cfg.preset})", total=cfg.steps, note="") for a in cfg.algorithms
+            a: progress.add_task(f"{a} ({cfg.preset})", total=cfg.steps, note="", start=False)
+            for a in cfg.algorithms
         }
         for algorithm in cfg.algorithms:
             task = tasks[algorithm]
+            progress.start_task(task)  # the clock of each bar runs from its own start
 
             def advance(_run: str, done: int, _total: int, task: int = task) -> None:
                 progress.update(task, completed=done)
@@ -57,7 +59,13 @@ def train_all(session: DemoSession, console: Console) -> list[RunOutcome]:
 
 
 def outcome_table(outcomes: Sequence[RunOutcome], *, elapsed: float) -> Table:
-    table = Table(title=f"Run comparison ({elapsed:.0f} s of training)", title_justify="left")
+    prefix = outcomes[0].run_id.rsplit("-", 1)[0] if outcomes else ""
+    table = Table(
+        title=f"Run comparison ({elapsed:.0f} s of training)",
+        title_justify="left",
+        caption=f"run ids: {prefix}-<algorithm>; steps of the first warning and the first critical alert",
+        caption_justify="left",
+    )
     for column, justify in (
         ("run", "left"),
         ("steps", "right"),
@@ -74,7 +82,7 @@ def outcome_table(outcomes: Sequence[RunOutcome], *, elapsed: float) -> Table:
         warn = f"step {o.first_warning.step} ({o.first_warning.rule})" if o.first_warning else "-"
         crit = f"step {o.collapse.step} ({o.collapse.rule})" if o.collapse else "none"
         table.add_row(
-            f"{o.label}  [dim]{o.run_id}[/dim]",
+            o.label,
             str(o.steps),
             warn,
             f"[red]{crit}[/red]" if o.collapse else f"[green]{crit}[/green]",
