@@ -152,5 +152,5 @@ def test_grafana_provisioning_files() -> None:
     prov = yaml.safe_load((ROOT / "dashboards/provisioning/dashboards/sapo-monitor.yml").read_text())
     (provider,) = prov["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith(
-        "/var/lib/grafana/dashboards"
+        "/etc/grafana/dashboards"
     )
