@@ -109,9 +109,12 @@ class StepAccumulator:
 
     ``add`` once per micro-batch, then ``result`` once: the result equals one ``add`` of all the
     tokens (quantiles within the grid tolerance). Holds only tensors it computed itself, never the
-    caller's. Sums and counts add, extremes take max, means and variances merge with Chan's formula,
-    histograms add; the log-ratios are kept (as our own float64 copy) only for the rare exact
-    quantile outside the grid.
+    caller's. Per micro-batch, every per-token quantity becomes a row of a feature matrix that one
+    matrix product sums per group (all tokens, A > 0, A < 0); per-sequence quantities likewise. Those
+    sums are shifted by pivot values fixed at the step's first micro-batch (so variances of near-constant
+    data keep full precision) and therefore simply add across micro-batches; extremes take max and
+    histograms add. The log-ratios are kept (our own float64 copy) only for the rare exact quantile
+    outside the grid. Few, large operations: the cost stays low on small steps too.
     """
 
     def __init__(self, config: StatsConfig = StatsConfig(), *, compact: bool | None = None) -> None:
@@ -119,19 +122,22 @@ class StepAccumulator:
         # compact=True gathers the finite masked tokens into a vector (fastest on a CPU); False keeps
         # the [B, T] layout with a mask, which needs no host sync (the default on accelerators).
         self.compact = compact
-        self._sums: dict[str, torch.Tensor] = {}
-        self._maxes: dict[str, torch.Tensor] = {}
-        self._moments: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._hist: torch.Tensor | None = None
-        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # counts, min, max
-        self._kept_lr: list[torch.Tensor] = []
-        self.calls = 0
+        self.reset()
 
     @property
     def empty(self) -> bool:
         return self.calls == 0
 
-    # ----------------------------------------------------------------------------------- merging
+    def reset(self) -> None:
+        """Forget everything (drops the references to the kept tensors)."""
+        self._pivots: torch.Tensor | None = None  # [lr, r - 1, s - 1, reward] of the step's first batch
+        self._sums: dict[str, torch.Tensor] = {}  # additive
+        self._maxes: dict[str, torch.Tensor] = {}  # max-merged
+        self._hist: torch.Tensor | None = None
+        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # counts, min, max
+        self._kept_lr: list[torch.Tensor] = []
+        self.calls = 0
+
     def _add_sum(self, name: str, value: torch.Tensor) -> None:
         old = self._sums.get(name)
         self._sums[name] = value if old is None else old + value
@@ -141,30 +147,6 @@ class StepAccumulator:
 
         old = self._maxes.get(name)
         self._maxes[name] = value if old is None else torch.maximum(old, value)
-
-    def _add_moments(self, name: str, n: torch.Tensor, shifted_sum: torch.Tensor, shifted_sq: torch.Tensor,
-                     pivot: torch.Tensor | float) -> None:
-        """Merge (count, mean, M2) of values given as sums of (x - pivot) and (x - pivot)^2.
-
-        The pivot is one of the values, so near-constant data (ties) keeps full precision; batches
-        merge with Chan's formula.
-        """
-        import torch
-
-        n = n.to(torch.float64)
-        safe_n = n.clamp(min=1)
-        mean = pivot + shifted_sum / safe_n
-        m2 = (shifted_sq - shifted_sum.square() / safe_n).clamp(min=0)
-        old = self._moments.get(name)
-        if old is None:
-            self._moments[name] = (n, mean, m2)
-            return
-        n0, mean0, m20 = old
-        total = n0 + n
-        delta = mean - mean0
-        merged_mean = mean0 + delta * n / total.clamp(min=1)
-        merged_m2 = m20 + m2 + delta.square() * n0 * n / total.clamp(min=1)
-        self._moments[name] = (total, merged_mean, merged_m2)
 
     # ------------------------------------------------------------------------------------ adding
     def add(
@@ -214,97 +196,54 @@ class StepAccumulator:
         finite = torch.isfinite(new) & torch.isfinite(old)
         valid = m & finite
         adv = advantages.detach().to(device=device, dtype=f64)
-
-        # The mask itself: tokens, sequences, lengths.
         seq_len = m.sum(1)
         has_tokens = seq_len > 0
-        self._add_sum("n_mask", seq_len.sum())
-        self._add_sum("n_nonfinite", (m & ~finite).sum())
-        self._add_sum("n_seq", has_tokens.sum())
-        self._add_max("len_max", _masked_max(seq_len.to(f64), None))
 
         tokens = _Tokens(valid, compact=self.compact if self.compact is not None else device.type == "cpu")
         # Gather in the input dtype, then compute in float64: the log-ratios (0 where excluded, masked mode).
         x = tokens.take(new).to(f64) - tokens.take(old).to(f64)
         a = tokens.take(adv) if adv.dim() == 2 else adv[tokens.rows]
-        sel = tokens.sel
-        n_valid = tokens.count()
-        self._add_sum("n_valid", n_valid)
+        ones = tokens.ones(x)
+        if self._pivots is None:
+            lr_pivot = tokens.pivot(x)
+            rw = opt.get("rewards")
+            rw_pivot = rw.detach().reshape(-1)[:1].to(device=device, dtype=f64).sum() if rw is not None else lr_pivot * 0
+            self._pivots = torch.stack([lr_pivot, lr_pivot.exp() - 1.0, lr_pivot * 0, rw_pivot])
+        lr_pivot, r_pivot = self._pivots[0], self._pivots[1]
 
-        # Token values: each per-token feature is summed per group (all, A > 0, A < 0) by one
-        # matrix-vector product instead of a masked reduction per statistic and group.
-        r = x.exp()
-        rm1 = r - 1.0
-        lr_pivot, r_pivot = tokens.pivot(x), tokens.pivot(rm1)
-        d_lr, d_r = x - lr_pivot, rm1 - r_pivot
-        is_pos, is_neg = a > 0, a < 0
-        if sel is not None:
-            is_pos, is_neg = is_pos & sel, is_neg & sel
-        pos_f, neg_f = is_pos.to(f64), is_neg.to(f64)
-        tau = cfg.tau_neg + (cfg.tau_pos - cfg.tau_neg) * pos_f
-        p = torch.sigmoid(tau * rm1)
-        w = 4.0 * p * (1.0 - p)
-        features = (
-            d_lr,
-            d_lr.square(),
-            d_r,
-            d_r.square(),
-            rm1 - x,  # k3 term
-            w,
-            4.0 * p / tau,  # gate value f
-            (w < cfg.saturation_threshold).to(f64),
-            (r > 1.0 + cfg.eps_high).to(f64),
-            (r < 1.0 - cfg.eps_low).to(f64),
-            w * a.abs(),  # gradient mass
-        )
-        groups = torch.stack([tokens.ones(x), pos_f, neg_f], dim=0)  # [3, n], rows contiguous
-        sums = torch.stack([torch.mv(groups, feature) for feature in features], dim=1)  # [3, 11]
-        counts = groups.sum(1)
-        (s_dlr, s_dlr2, s_dr, s_dr2, s_k3, s_w, s_f, s_sat, s_hi, s_lo, s_gm) = sums.unbind(1)
-
-        self._add_moments("lr", counts[0], s_dlr[0], s_dlr2[0], lr_pivot)
-        self._add_moments("ratio", counts[0], s_dr[0], s_dr2[0], r_pivot)  # r - 1: shift-invariant variance
-        self._add_max("lr_max", _masked_max(x, sel))
-        self._add_max("lr_negmin", _masked_max(-x, sel))
-        self._add_sum("k3_sum", s_k3[0])
-        self._add_sum("clip_high", s_hi[1])
-        self._add_sum("clip_low", s_lo[2])
-        self._add_sum("n_nonzero", counts[1] + counts[2])
-        self._add_sum("w_sum", s_w[1] + s_w[2])
-        self._add_sum("f_sum", s_f[1] + s_f[2])
-        self._add_sum("sat", s_sat[1] + s_sat[2])
-        for g, sign, clipped in ((1, "pos", s_hi), (2, "neg", s_lo)):
-            self._add_sum(f"n_{sign}", counts[g])
-            self._add_moments(f"ratio_{sign}", counts[g], s_dr[g], s_dr2[g], r_pivot)
-            self._add_sum(f"lr_sum_{sign}", s_dlr[g] + lr_pivot * counts[g])
-            self._add_sum(f"w_sum_{sign}", s_w[g])
-            self._add_sum(f"sat_{sign}", s_sat[g])
-            self._add_sum(f"clip_{sign}", clipped[g])
-            self._add_sum(f"gm_{sign}", s_gm[g])
-        is_zero = a == 0
-        self._add_sum("n_zero", (is_zero if sel is None else is_zero & sel).sum())
-        self._add_histograms(x, sel)
-        self._kept_lr.append(x if sel is None else torch.where(sel, x, math.nan))
+        # Per-token features, summed per group (all, A > 0, A < 0) by one matrix product per chunk:
+        # chunks keep every temporary in cache, which matters more than anything else on a CPU.
+        chunk = _CPU_CHUNK if device.type == "cpu" else max(x.numel(), 1)
+        self._add_sum("tok", sum(
+            _token_sums(x[i : i + chunk], a[i : i + chunk], ones[i : i + chunk], lr_pivot, r_pivot, cfg)
+            for i in range(0, max(x.numel(), 1), chunk)
+        ))
+        self._add_histograms(x, tokens.sel)
+        self._kept_lr.append(x if tokens.sel is None else torch.where(tokens.sel, x, math.nan))
 
         # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
-        n_i = tokens.per_row(None, n_rows)
-        seq_ok = n_i > 0
+        n_i = tokens.per_row(ones, n_rows)
+        seq_ok = (n_i > 0).to(f64)
         seq_mean = tokens.per_row(x, n_rows) / n_i.clamp(min=1)
-        seq_var = tokens.per_row((x - seq_mean[tokens.rows]).square(), n_rows) / n_i.clamp(min=1)
+        dev2 = (x - seq_mean[tokens.rows]).square() * ones
+        seq_std = (tokens.per_row(dev2, n_rows) / n_i.clamp(min=1)).sqrt()
         s = seq_mean.exp()
         seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
-        seq_clip = seq_ok & (
-            ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
-        )
-        seq_d = torch.where(seq_ok, s - 1.0, 0.0)
-        self._add_moments("seq_ratio", seq_ok.sum(), seq_d.sum(), seq_d.square().sum(), 0.0)
-        self._add_max("seq_lr_max", _masked_max(seq_mean, seq_ok))
-        self._add_max("seq_lr_negmin", _masked_max(-seq_mean, seq_ok))
-        self._add_sum("seq_clip", seq_clip.sum())
-        self._add_sum("disp_sum", torch.where(seq_ok, seq_var.sqrt(), 0.0).sum())
-        self._add_sum("zero_signal", (has_tokens & (seq_adv.abs() < ZERO_SIGNAL_ABS)).sum())
+        seq_clip = ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
+        d_s = s - 1.0 - self._pivots[2]
+        seq_features = torch.stack([
+            torch.ones_like(s), d_s, d_s.square(), seq_clip.to(f64), seq_std,
+            (seq_adv.abs() < ZERO_SIGNAL_ABS).to(f64), seq_len.to(f64), (m & ~finite).sum(1).to(f64),
+        ])
+        self._add_sum("seq", torch.stack([seq_ok, has_tokens.to(f64)]) @ seq_features.T)  # [2, len(_SEQ)]
+        neg_inf = torch.full_like(seq_mean, -math.inf)
+        self._add_max("seq", torch.stack([
+            torch.where(has_tokens, seq_len.to(f64), neg_inf),
+            torch.where(seq_ok > 0, seq_mean, neg_inf),
+            torch.where(seq_ok > 0, -seq_mean, neg_inf),
+        ]).amax(1) if n_rows else torch.full((3,), -math.inf, dtype=f64, device=device))
 
-        self._add_optional(opt, shape, device, old, tokens, n_valid)
+        self._add_optional(opt, shape, device, old, tokens, ones)
 
     def _add_optional(
         self,
@@ -313,31 +252,28 @@ class StepAccumulator:
         device: torch.device,
         old: torch.Tensor,
         tokens: _Tokens,
-        n_valid: torch.Tensor,
+        ones: torch.Tensor,
     ) -> None:
         import torch
 
         f64 = torch.float64
+        n = ones.sum()
         entropy = opt.get("entropy")
         if entropy is not None:
             _check_shape("entropy", entropy, shape)
-            ent = tokens.take(entropy.detach().to(device=device, dtype=f64))
-            self._add_sum("ent_sum", tokens.total(ent))
-            self._add_sum("ent_n", n_valid)
+            ent = tokens.take(entropy.detach().to(device)).to(f64)
+            self._add_sum("entropy", torch.stack([ent @ ones, n]))
         rewards = opt.get("rewards")
         if rewards is not None:
-            rw = rewards.detach().to(device=device, dtype=f64).reshape(-1)
-            pivot = rw[:1].sum()  # the first reward (0 when there is none)
-            self._add_moments("reward", torch.tensor(rw.numel()), (rw - pivot).sum(), (rw - pivot).square().sum(),
-                              pivot)
+            assert self._pivots is not None
+            d = rewards.detach().to(device=device, dtype=f64).reshape(-1) - self._pivots[3]
+            self._add_sum("reward", torch.stack([torch.ones_like(d), d, d.square()]).sum(1))
         rollout = opt.get("logp_rollout")
         if rollout is not None:
             _check_shape("logp_rollout", rollout, shape)
             d = tokens.take(old).to(f64) - tokens.take(rollout.detach().to(device)).to(f64)
-            self._add_sum("mm_sum", tokens.total(d))
-            self._add_sum("mm_k3_sum", tokens.total(d.exp() - 1.0 - d))
-            self._add_max("mm_abs_max", _masked_max(d.abs(), tokens.sel))
-            self._add_sum("mm_n", n_valid)
+            self._add_sum("mismatch", torch.stack([d, d.exp() - 1.0 - d, ones]) @ ones)
+            self._add_max("mismatch", (d.abs() * ones).amax() if d.numel() else torch.zeros((), dtype=f64))
         eo, en = opt.get("experts_old"), opt.get("experts_new")
         if (eo is None) != (en is None):
             raise InputError("experts_old and experts_new must be given together")
@@ -350,10 +286,9 @@ class StepAccumulator:
             eo4 = eo.detach().to(device).reshape(-1, *eo.shape[-3:])
             en4 = en.detach().to(device).reshape(-1, *en.shape[-3:])
             # Compare chosen sets, not orders: sort the k ids of each (layer, token).
-            changed = (eo4.sort(-1).values != en4.sort(-1).values).any(-1)  # [L, B, T]
-            flips = sum(tokens.total(tokens.take(layer).to(f64)) for layer in changed.unbind(0))
-            self._add_sum("flip_sum", flips)
-            self._add_sum("flip_n", n_valid * eo4.shape[0])
+            changed = (eo4.sort(-1).values != en4.sort(-1).values).any(-1).sum(0)  # [B, T]: layers that flipped
+            flips = tokens.take(changed).to(f64) @ ones
+            self._add_sum("moe", torch.stack([flips, n * eo4.shape[0]]))
 
     def _add_histograms(self, x: torch.Tensor, sel: torch.Tensor | None) -> None:
         import torch
@@ -427,52 +362,143 @@ class StepAccumulator:
         """The step's statistics (one device-to-host transfer). Empty dict when nothing was added."""
         import torch
 
-        if self.empty or self._hist is None:
+        if self.empty or self._hist is None or self._grid is None or self._pivots is None:
             return {}
         f64 = torch.float64
-        names: list[str] = []
-        values: list[torch.Tensor] = []
-        # Counts are integer tensors, the rest float64: stack each kind once (few ops matter on small steps).
-        counts: list[torch.Tensor] = []
-        count_names: list[str] = []
-        for name, value in (*self._sums.items(), *self._maxes.items()):
-            if value.is_floating_point():
-                names.append(name)
-                values.append(value.to(f64))
-            else:
-                count_names.append(name)
-                counts.append(value)
-        for name, (n, mean, m2) in self._moments.items():
-            names += [f"{name}.n", f"{name}.mean", f"{name}.m2"]
-            values += [n, mean, m2]
-        names += count_names
-        values.append(torch.stack(counts).to(f64))
+        _, grid_lo, grid_hi = self._grid
         est, frac, outside = self._quantile_estimates()
-        packed = torch.cat([torch.stack(values[:-1]), values[-1], self._hist.to(f64), est, frac, outside.to(f64)])
-        host = packed.tolist()  # the one transfer of the step
+        parts: list[tuple[str, torch.Tensor]] = [
+            ("pivots", self._pivots),
+            ("lr_range", torch.stack([grid_lo.amin(), grid_hi.amax()])),
+            *((f"sum.{k}", v.reshape(-1)) for k, v in self._sums.items()),
+            *((f"max.{k}", v.reshape(-1)) for k, v in self._maxes.items()),
+            ("hist", self._hist.to(f64)),
+            ("est", est),
+            ("frac", frac),
+            ("outside", outside.to(f64)),
+        ]
+        host_all = torch.cat([v.to(f64) for _, v in parts]).tolist()  # the one transfer of the step
+        host: dict[str, list[float]] = {}
+        at = 0
+        for name, v in parts:
+            host[name] = host_all[at : at + v.numel()]
+            at += v.numel()
 
-        k = len(names)
-        h = dict(zip(names, host[:k], strict=True))
-        hist = [int(c) for c in host[k : k + LOG_RATIO_HIST_BINS]]
-        rest = host[k + LOG_RATIO_HIST_BINS :]
+        h = _named_sums(host)
         nq = len(QUANTILES)
-        est_h, frac_h, outside_h = rest[: 2 * nq], rest[2 * nq : 3 * nq], rest[3 * nq :]
+        est_h, frac_h = host["est"], host["frac"]
         n_valid = int(h["n_valid"])
-        if n_valid > 0 and any(outside_h):
+        if n_valid > 0 and any(host["outside"]):
             est_h = self._exact_order_stats(n_valid)
         quantiles = {
             name: est_h[i] + frac_h[i] * (est_h[nq + i] - est_h[i]) if frac_h[i] > 0 else est_h[i]
             for i, (name, _) in enumerate(QUANTILES)
         }
         out = _assemble(h, quantiles)
-        out["hist.log_ratio"] = hist
+        out["hist.log_ratio"] = [int(c) for c in host["hist"]]
         return out
 
-    def reset(self) -> None:
-        """Forget everything (drops the references to the kept tensors)."""
-        self._sums, self._maxes, self._moments = {}, {}, {}
-        self._hist, self._grid, self._kept_lr = None, None, []
-        self.calls = 0
+
+_CPU_CHUNK = 1 << 15  # tokens per chunk of feature work on a CPU (temporaries stay in cache)
+
+
+def _token_sums(x: torch.Tensor, a: torch.Tensor, ones: torch.Tensor, lr_pivot: torch.Tensor,
+                r_pivot: torch.Tensor, cfg: StatsConfig) -> torch.Tensor:
+    """[3, len(_TOK)]: per-token features (columns named by _TOK) summed over all tokens, A > 0, A < 0."""
+    import torch
+
+    f64 = torch.float64
+    r = x.exp()
+    rm1 = r - 1.0
+    pos_f, neg_f = (a > 0).to(f64) * ones, (a < 0).to(f64) * ones
+    tau = cfg.tau_neg + (cfg.tau_pos - cfg.tau_neg) * pos_f
+    p = torch.sigmoid(tau * rm1)
+    w = 4.0 * p * (1.0 - p)
+    d_lr, d_r = x - lr_pivot, rm1 - r_pivot
+    features = torch.stack([
+        ones,
+        d_lr,
+        d_lr.square(),
+        d_r,
+        d_r.square(),
+        rm1 - x,  # k3 term
+        w,
+        4.0 * p / tau,  # gate value f
+        (w < cfg.saturation_threshold).to(f64),
+        (r > 1.0 + cfg.eps_high).to(f64),
+        (r < 1.0 - cfg.eps_low).to(f64),
+        w * a.abs(),  # gradient mass
+        (a == 0).to(f64),
+    ])
+    return torch.stack([ones, pos_f, neg_f]) @ features.T
+
+
+# Column order of the summed feature matrices built in StepAccumulator._add.
+_TOK = ("n", "d_lr", "d_lr2", "d_r", "d_r2", "k3", "w", "f", "sat", "hi", "lo", "gm", "zero")
+_SEQ = ("n", "d_s", "d_s2", "clip", "std", "zero_signal", "len", "nonfinite")
+
+
+def _moments(h: dict[str, float], name: str, n: float, shifted_sum: float, shifted_sq: float, pivot: float) -> None:
+    """(count, mean, M2) from sums of (x - pivot) and (x - pivot)^2."""
+    safe = max(n, 1.0)
+    h[f"{name}.n"] = n
+    h[f"{name}.mean"] = pivot + shifted_sum / safe
+    h[f"{name}.m2"] = max(shifted_sq - shifted_sum * shifted_sum / safe, 0.0)
+
+
+def _named_sums(host: dict[str, list[float]]) -> dict[str, float]:
+    """The host copy of the summed feature matrices, under the names ``_assemble`` reads."""
+    lr_p, r_p, s_p, rw_p = host["pivots"]
+    tok = {g: dict(zip(_TOK, host["sum.tok"][i * len(_TOK) : (i + 1) * len(_TOK)], strict=True))
+           for i, g in enumerate(("all", "pos", "neg"))}
+    seq = {g: dict(zip(_SEQ, host["sum.seq"][i * len(_SEQ) : (i + 1) * len(_SEQ)], strict=True))
+           for i, g in enumerate(("ok", "has"))}
+    t, pos, neg = tok["all"], tok["pos"], tok["neg"]
+    len_max, seq_max, seq_negmin = host["max.seq"]
+    h: dict[str, float] = {
+        "n_mask": seq["has"]["len"],
+        "n_nonfinite": seq["has"]["nonfinite"],
+        "n_seq": seq["has"]["n"],
+        "len_max": len_max,
+        "zero_signal": seq["has"]["zero_signal"],
+        "n_valid": t["n"],
+        "lr_negmin": -host["lr_range"][0],
+        "lr_max": host["lr_range"][1],
+        "k3_sum": t["k3"],
+        "clip_high": pos["hi"],
+        "clip_low": neg["lo"],
+        "n_pos": pos["n"],
+        "n_neg": neg["n"],
+        "n_zero": t["zero"],
+        "n_nonzero": pos["n"] + neg["n"],
+        "w_sum": pos["w"] + neg["w"],
+        "f_sum": pos["f"] + neg["f"],
+        "sat": pos["sat"] + neg["sat"],
+        "seq_lr_max": seq_max,
+        "seq_lr_negmin": seq_negmin,
+        "seq_clip": seq["ok"]["clip"],
+        "disp_sum": seq["ok"]["std"],
+    }
+    _moments(h, "lr", t["n"], t["d_lr"], t["d_lr2"], lr_p)
+    _moments(h, "ratio", t["n"], t["d_r"], t["d_r2"], r_p)
+    _moments(h, "seq_ratio", seq["ok"]["n"], seq["ok"]["d_s"], seq["ok"]["d_s2"], s_p)
+    for sign, g, clip in (("pos", pos, "hi"), ("neg", neg, "lo")):
+        _moments(h, f"ratio_{sign}", g["n"], g["d_r"], g["d_r2"], r_p)
+        h[f"lr_sum_{sign}"] = g["d_lr"] + lr_p * g["n"]
+        h[f"w_sum_{sign}"] = g["w"]
+        h[f"sat_{sign}"] = g["sat"]
+        h[f"clip_{sign}"] = g[clip]
+        h[f"gm_{sign}"] = g["gm"]
+    if "sum.entropy" in host:
+        h["ent_sum"], h["ent_n"] = host["sum.entropy"]
+    if "sum.reward" in host:
+        _moments(h, "reward", *host["sum.reward"], rw_p)
+    if "sum.mismatch" in host:
+        h["mm_sum"], h["mm_k3_sum"], h["mm_n"] = host["sum.mismatch"]
+        h["mm_abs_max"] = host["max.mismatch"][0]
+    if "sum.moe" in host:
+        h["flip_sum"], h["flip_n"] = host["sum.moe"]
+    return h
 
 
 def _std(h: dict[str, float], name: str) -> float:
@@ -570,9 +596,10 @@ class _Tokens:
 
         n_rows, n_cols = valid.shape
         self.sel: torch.Tensor | None
-        self._valid = valid
         if compact:
-            self.rows = torch.arange(n_rows, device=valid.device).repeat_interleave(valid.sum(1))
+            # One nonzero() for all the gathers of the micro-batch (masked_select would redo it each time).
+            self._index = valid.reshape(-1).nonzero().squeeze(1)
+            self.rows = torch.div(self._index, n_cols, rounding_mode="floor")
             self.sel = None
         else:
             self.rows = torch.arange(n_rows, device=valid.device).repeat_interleave(n_cols)
@@ -582,7 +609,7 @@ class _Tokens:
         import torch
 
         if self.sel is None:
-            return t[self._valid]
+            return t.reshape(-1).index_select(0, self._index)
         return torch.where(self.sel, t.reshape(-1), torch.zeros((), dtype=t.dtype, device=t.device))
 
     def ones(self, like: torch.Tensor) -> torch.Tensor:
