@@ -214,12 +214,29 @@ def test_alertmanager_routes_to_defined_receivers() -> None:
     assert any("critical" in m for m in severities)
 
 
-def test_prometheus_config_passes_promtool() -> None:
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     assert shutil.which("promtool"), "promtool missing: run `make prometheus` (Debian package prometheus)"
-    # Checks the scrape config and loads the rule file next to it (prometheus-rules.yml).
+    # promtool wants every referenced file: the rules next to the config and a (dummy) token file.
+    prom = yaml.safe_load((ROOT / "dashboards/prometheus.yml").read_text())
+    shutil.copy(ROOT / "dashboards/prometheus.yml", tmp_path)
+    for rule_file in prom["rule_files"]:
+        shutil.copy(ROOT / "dashboards" / rule_file, tmp_path)
+    token = tmp_path / prom["scrape_configs"][0]["authorization"]["credentials_file"]
+    token.parent.mkdir(parents=True)
+    token.write_text("sapo_dummy\n")
     result = subprocess.run(
-        ["promtool", "check", "config", str(ROOT / "dashboards/prometheus.yml")],
-        capture_output=True,
-        text=True,
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_token_file_is_mounted_and_never_committed() -> None:
+    prom = yaml.safe_load((ROOT / "dashboards/prometheus.yml").read_text())
+    credentials = prom["scrape_configs"][0]["authorization"]["credentials_file"]
+    in_container = f"/etc/prometheus/{credentials}"  # relative paths resolve next to the config file
+    mounts = _mounts(SERVICES["prometheus"])
+    assert any(in_container.startswith(target + "/") for _, target in mounts), in_container
+    source = next(s for s, t in mounts if in_container.startswith(t + "/"))
+    host_file = ROOT / source / in_container.split("/")[-1]
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(host_file)], cwd=ROOT)
+    assert ignored.returncode == 0, f"{host_file} must be ignored by git"

@@ -4,7 +4,8 @@ The service runs as ``sapo-monitor serve`` (uvicorn, temporary SQLite) on a free
 trainer streams two runs to it through the client (a dense SAPO run and a stress MoE run whose rollout
 engine routes noisily, so the MoE and mismatch metrics exist); a local webhook receiver is subscribed
 so webhook delivery metrics exist. Prometheus (Debian's package) scrapes it every second with the
-shipped ``dashboards/prometheus.yml`` (addresses swapped for the test's) and the alerting rules loaded.
+shipped ``dashboards/prometheus.yml`` (addresses swapped for the test's) and the alerting rules loaded,
+with auth on as in docker-compose (Prometheus sends a read token from its credentials file).
 Then each expression goes through Prometheus's HTTP query API: it must parse and return data, and
 every metric a dashboard names must be one the service exported.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,14 +45,18 @@ class Stack:
     exported: set[str]
 
 
-def _prometheus_config(service_port: int, workdir: Path) -> Path:
-    """The shipped prometheus.yml with the test's addresses, a 1 s scrape and the rule file by absolute path."""
+def _prometheus_config(service_port: int, workdir: Path, read_token: str) -> Path:
+    """The shipped prometheus.yml with the test's address, a 1 s scrape, the rule file by absolute path,
+    and its token file (same relative path as shipped) holding a real ``read`` token."""
     cfg = yaml.safe_load((ROOT / "dashboards/prometheus.yml").read_text())
     cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
     cfg["rule_files"] = [str(ROOT / "dashboards" / f) for f in cfg["rule_files"]]
     cfg.pop("alerting")  # no Alertmanager here; the rules still evaluate
     (job,) = cfg["scrape_configs"]
     job["static_configs"] = [{"targets": [f"127.0.0.1:{service_port}"]}]
+    token_file = workdir / job["authorization"]["credentials_file"]
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(read_token + "\n")
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -79,19 +85,27 @@ def _instant(prom: str, query: str) -> list[dict[str, Any]]:
     return resp.json()["data"]["result"]
 
 
-def _train(service_url: str, run: str, **overrides: Any) -> None:
+def _create_token(db_url: str, role: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "sapo_monitor", "token", "create", "--project", PROJECT, "--role", role, "--db", db_url],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def _train(service_url: str, token: str, run: str, **overrides: Any) -> None:
     from sapo_monitor.client import attach
     from sapo_monitor.trainer import Trainer, make_config
 
     trainer = Trainer(make_config(steps=STEPS[run], seed=3, **overrides))
-    monitor = attach(trainer, run=run, project=PROJECT, server=service_url)
+    monitor = attach(trainer, run=run, project=PROJECT, server=service_url, token=token)
     try:
         trainer.train()
     finally:
         monitor.close()
 
 
-def _add_rules(api: str) -> None:
+def _add_rules(api: str, headers: dict[str, str]) -> None:
     # Built-in rules fire on real trouble only; these two fire at once so the alert panels and
     # both annotation queries (critical and warning) have something to show.
     for severity in ("critical", "warning"):
@@ -104,7 +118,7 @@ def _add_rules(api: str) -> None:
             "project": PROJECT,
             "description": "Integration test: fires on every step.",
         }
-        httpx.post(f"{api}/rules", json=rule, timeout=10.0).raise_for_status()
+        httpx.post(f"{api}/rules", json=rule, headers=headers, timeout=10.0).raise_for_status()
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +128,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("prom-it")
     port = free_port()
     receiver = WebhookReceiver().start()
+    # Auth on, as in docker-compose: Prometheus scrapes with a read token, the client sends with its own.
+    db_url = f"sqlite:///{workdir / 'it.db'}"
+    admin, reader = _create_token(db_url, "admin"), _create_token(db_url, "read")
+    headers = {"Authorization": f"Bearer {admin}"}
     service = start_service(
-        f"sqlite:///{workdir / 'it.db'}",
+        db_url,
         port,
         workdir / "service.log",
-        env={"SAPO_MONITOR_ACTIVE_WINDOW": "PT1H"},
+        env={"SAPO_MONITOR_ACTIVE_WINDOW": "PT1H", "SAPO_MONITOR_AUTH": "on"},
     )
     prom_port = free_port()
     prom = subprocess.Popen(
         [
             prometheus_bin,
-            f"--config.file={_prometheus_config(port, workdir)}",
+            f"--config.file={_prometheus_config(port, workdir, reader)}",
             f"--storage.tsdb.path={workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
         ],
@@ -140,13 +158,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"{api}/webhooks",
             json={"url": receiver.url, "project": PROJECT, "min_severity": "warning", "format": "json",
                   "secret": "integration-test-secret"},
+            headers=headers,
             timeout=10.0,
         ).raise_for_status()  # fmt: skip
-        _add_rules(api)
-        _train(service.url, DENSE_RUN, preset="default", algo="sapo")
-        _train(service.url, MOE_RUN, preset="stress", algo="pg")
+        _add_rules(api, headers)
+        _train(service.url, admin, DENSE_RUN, preset="default", algo="sapo")
+        _train(service.url, admin, MOE_RUN, preset="stress", algo="pg")
         if not _poll(lambda: receiver.deliveries(), 40):
-            alerts = httpx.get(f"{api}/alerts", params={"project": PROJECT}, timeout=10.0).text
+            alerts = httpx.get(
+                f"{api}/alerts", params={"project": PROJECT}, headers=headers, timeout=10.0
+            ).text
             raise AssertionError(
                 f"no webhook delivery after 40 s; alerts: {alerts[:1500]}\n{service.log_tail(40)}"
             )
@@ -236,3 +257,10 @@ def test_prometheus_loaded_the_alerting_rules(stack: Stack) -> None:
     rules = [r for g in groups for r in g["rules"]]
     assert rules, "prometheus-rules.yml loaded no rule"
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+
+
+def test_prometheus_scraped_with_its_token(stack: Stack) -> None:
+    # Auth really was on: /metrics refuses a caller without a token, yet Prometheus's target is up.
+    assert httpx.get(f"{stack.service.url}/metrics", timeout=10.0).status_code == 401
+    targets = httpx.get(f"{stack.prometheus}/api/v1/targets", timeout=10.0).json()["data"]["activeTargets"]
+    assert [t["health"] for t in targets] == ["up"], [t.get("lastError") for t in targets]
