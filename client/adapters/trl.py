@@ -342,14 +342,6 @@ def _make_callback(adapter: TRLAdapter) -> Any:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             adapter.end_step(int(state.global_step))
 
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            flush = getattr(adapter.monitor, "flush", None)
-            if callable(flush):
-                try:
-                    flush()
-                except Exception as exc:
-                    logger.warning("sapo-monitor: flushing at the end of TRL training failed: %r", exc)
-
     return SapoMonitorCallback()
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from capture import Recorder
 from sapo_monitor.client.adapters.trl import TRLLogpsMissingWarning, adapter_for
 from tinyrl import make_trainer
@@ -66,3 +67,33 @@ def test_double_attach_is_refused(tmp_path):
     assert adapter_for(trainer) is not None
     with pytest.raises(client.ConfigError, match="already attached"):
         client.attach(trainer, run="trl-twice", spool_dir=tmp_path / "spool")
+
+
+class RolloutLogpsTrainer(GRPOTrainer):
+    """Stands for a vLLM run: TRL then adds the inference engine's ``sampling_per_token_logps`` to each
+    batch. Here they are the old log-probs shifted by a known offset, with one token vLLM "could not
+    score" (NaN)."""
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        old = out["old_per_token_logps"]
+        rollout = old - 0.05
+        rollout[0, 0] = float("nan")
+        out["sampling_per_token_logps"] = rollout
+        return out
+
+
+def test_rollout_logps_give_mismatch_statistics(tmp_path):
+    trainer = make_trainer(tmp_path, trainer_cls=RolloutLogpsTrainer, num_iterations=2, max_steps=2)
+    monitor = client.attach(trainer, run="trl-rollout", spool_dir=tmp_path / "spool", strict=True)
+    rec = Recorder(monitor)
+    trainer.train()
+    monitor.close(timeout=10)
+    for step, record in rec.records.items():
+        (micro,) = rec.steps[step]
+        rollout = micro["logp_rollout"]
+        assert torch.isfinite(rollout).all()  # the NaN token counts as "no mismatch", as in TRL
+        m = micro["mask"].bool()
+        d = (micro["logp_old"] - rollout)[m]
+        assert record.metrics["mismatch.log_ratio_mean"] == pytest.approx(float(d.double().mean()), rel=1e-6)
+        assert record.metrics["mismatch.abs_max"] == pytest.approx(0.05, rel=1e-4)
