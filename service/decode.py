@@ -169,8 +169,8 @@ def parse_steps(doc: Any, *, now: float, known_names: set[str]) -> list[StepIn]:
         t = rec.get("time")
         if t is None:
             t = now
-        elif type(t) not in _FLOAT_TYPES or not math.isfinite(t) or not -1e12 < t < 1e12:
-            raise BadRequest("must be epoch seconds (a finite number) or absent", [*loc, "time"])
+        elif type(t) not in _FLOAT_TYPES or not 0 <= t <= 1e11:
+            raise BadRequest("must be epoch seconds (a number in [0, 1e11]) or absent", [*loc, "time"])
         metrics_doc = rec.get("metrics", {})
         if not isinstance(metrics_doc, dict):
             raise BadRequest("must be an object of metric name -> value", [*loc, "metrics"])
@@ -179,6 +179,6 @@ def parse_steps(doc: Any, *, now: float, known_names: set[str]) -> list[StepIn]:
         else:
             metrics = _metrics(metrics_doc, loc, known_names)
         hist_doc = rec.get("histograms")
-        histograms = _histograms(hist_doc, [*loc, "histograms"]) if hist_doc else {}
+        histograms = _histograms(hist_doc, [*loc, "histograms"]) if hist_doc is not None else {}
         by_step[step] = StepIn(step, float(t), metrics, histograms)
     return [by_step[s] for s in sorted(by_step)]

@@ -24,6 +24,7 @@ RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Run id chos
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 413, 422)}
 
 _VALUE_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
+_COUNT_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 STEP_BATCH_SCHEMA = {
     "type": "object",
     "required": ["schema", "steps"],
@@ -31,29 +32,39 @@ STEP_BATCH_SCHEMA = {
         "schema": {"type": "integer", "enum": [1]},
         "steps": {
             "type": "array",
-            "maxItems": MAX_STEPS_PER_BATCH,
+            # No maxItems: above the limit the answer is 413 (with the limit), not a validation error.
+            "description": f"At most {MAX_STEPS_PER_BATCH} step records per request (413 above).",
             "items": {
                 "type": "object",
                 "required": ["step"],
                 "properties": {
                     "step": {"type": "integer", "minimum": 0, "maximum": 2**62 - 1},
-                    "time": {"type": "number", "minimum": 0, "maximum": 1e11},
+                    "time": {
+                        "anyOf": [{"type": "number", "minimum": 0, "maximum": 1e11}, {"type": "null"}],
+                        "description": "Epoch seconds; absent or null means arrival time.",
+                    },
                     "metrics": {
                         "type": "object",
                         "propertyNames": {"pattern": "^[a-z0-9_.]{1,200}$"},
                         "additionalProperties": _VALUE_SCHEMA,
                     },
                     "histograms": {
-                        "type": "object",
-                        "properties": {
-                            "log_ratio": {
-                                "type": "array",
-                                "items": {"type": "integer", "minimum": 0, "maximum": 2**62},
-                                "minItems": LOG_RATIO_HIST_BINS,
-                                "maxItems": LOG_RATIO_HIST_BINS,
-                            }
-                        },
-                        "additionalProperties": False,
+                        "anyOf": [
+                            {
+                                "type": "object",
+                                "propertyNames": {"pattern": "^[a-z0-9_.]{1,200}$"},
+                                "properties": {
+                                    "log_ratio": {
+                                        "type": "array",
+                                        "items": _COUNT_SCHEMA,
+                                        "minItems": LOG_RATIO_HIST_BINS,
+                                        "maxItems": LOG_RATIO_HIST_BINS,
+                                    }
+                                },
+                                "additionalProperties": {"type": "array", "items": _COUNT_SCHEMA, "maxItems": 1000},
+                            },
+                            {"type": "null"},
+                        ]
                     },
                 },
             },
