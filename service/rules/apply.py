@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
@@ -23,7 +24,7 @@ from ..storage.alert_models import Alert, AlertTransition, RuleState
 from ..storage.models import Project, Run
 from .evaluate import FIRING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
 from .model import Rule
-from .store import list_rules
+from .store import cached_rules
 
 __all__ = ["RunRef", "apply_transitions", "evaluate_run_steps", "load_state", "save_state"]
 
@@ -47,21 +48,29 @@ def project_name(session: Session, project_id: int) -> str | None:
     return name
 
 
+_STATE = RuleState.__table__
+
+
 def load_state(session: Session, run_pk: int) -> tuple[RunRuleState, bool]:
-    """The run's rule state and whether a row exists."""
-    doc = session.scalar(select(RuleState.state).where(RuleState.run_pk == run_pk))
+    """The run's rule state and whether a row exists (Core on the session's connection: this runs
+    on every ingested batch, and the ORM layer would cost more than the query)."""
+    doc = session.connection().execute(select(_STATE.c.state).where(_STATE.c.run_pk == run_pk)).scalar()
     if doc is None:
         return RunRuleState(), False
-    return RunRuleState.from_json(json.loads(doc)), True
+    return RunRuleState.from_json(orjson.loads(doc)), True
 
 
 def save_state(session: Session, run_pk: int, state: RunRuleState, exists: bool, now: float) -> None:
-    doc = json.dumps(state.to_json(), separators=(",", ":"), allow_nan=False)
-    t = RuleState.__table__
+    # Detector state holds finite numbers only (non-finite values never enter it), so orjson's lack of
+    # NaN support is no limit here.
+    doc = orjson.dumps(state.to_json()).decode()
+    conn = session.connection()
     if exists:
-        session.execute(update(t).where(t.c.run_pk == run_pk).values(state=doc, last_step=state.last_step, updated_at=now))
+        conn.execute(
+            update(_STATE).where(_STATE.c.run_pk == run_pk).values(state=doc, last_step=state.last_step, updated_at=now)
+        )
     else:
-        session.execute(insert(t).values(run_pk=run_pk, state=doc, last_step=state.last_step, updated_at=now))
+        conn.execute(insert(_STATE).values(run_pk=run_pk, state=doc, last_step=state.last_step, updated_at=now))
 
 
 def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput], *, now: float | None = None) -> list[Transition]:
@@ -72,7 +81,7 @@ def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput]
     if state.last_step is not None and all(s.step <= state.last_step for s in steps):
         return []  # a replayed or late batch: nothing new to evaluate
     project = project_name(session, run.project_id)
-    rules = [r for r in list_rules(session) if r.applies_to(project, run.run_id)]
+    rules = [r for r in cached_rules(session) if r.applies_to(project, run.run_id)]
     transitions = evaluate_batch(rules, state, run.run_id, steps)
     save_state(session, run.pk, state, exists, now)
     if transitions:

@@ -216,20 +216,26 @@ def evaluate_batch(
                     values={"reason": "rule removed or disabled"},
                 )
             )
-    for s in ordered:
-        metrics = s.metrics
-        for rule, fn, lc, det in plan:
+    # Rule by rule over the batch (rules are independent): the hot loop is one closure call per
+    # (rule, step), and the common case, no open alert and a false condition, costs nothing more.
+    # (With no alert open the consecutive-true counter is 0 already.) Transitions are then put in
+    # step order, rules in pack order within a step.
+    found: list[tuple[int, int, Transition]] = []
+    for order, (rule, fn, lc, det) in enumerate(plan):
+        idle = lc["s"] is None
+        for s in ordered:
+            metrics = s.metrics
             active = fn(det, metrics)
-            # Fast path: nothing open and condition false or unknown; the common case.
-            if not active and lc["s"] is None:
-                if active is False:
-                    lc["n"] = 0
+            if idle and not active:
                 continue
             alert_id = lc["a"]
             change = advance(lc, active, rule.for_steps, rule.clear_steps)
+            idle = lc["s"] is None
             if change is None:
                 continue
-            out.append(
+            found.append((
+                s.step,
+                order,
                 Transition(
                     id=uuid.uuid4().hex,
                     alert_id=lc["a"] or alert_id,
@@ -241,9 +247,11 @@ def evaluate_batch(
                     step=s.step,
                     time=s.time,
                     values=rule_values(rule, det, metrics),
-                )
-            )
+                ),
+            ))
             if change[1] == RESOLVED:
                 lc["a"] = None
+    found.sort(key=lambda x: (x[0], x[1]))
+    out.extend(t for _, _, t in found)
     state.last_step = ordered[-1].step
     return out

@@ -216,8 +216,9 @@ def _compile_median_spike(p: Mapping[str, Any]) -> StepFn:
             if w is None:
                 w = st[name] = []
             hit = False
-            # The cheap floor test first: most steps never need the median.
-            if x >= floor and len(w) >= warmup:
+            # Cheap tests first: below the floor, or within `factor` of the window's minimum (which is
+            # at most the median), a value cannot be a spike; only the rest pays for the median.
+            if x >= floor and len(w) >= warmup and x > factor * min(w):
                 med = sorted(w)[len(w) // 2]
                 if x > factor * med:
                     hit = True

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
 from ..storage.alert_models import AlertRule
@@ -18,7 +18,16 @@ from .builtin import BUILTIN_IDS, BUILTIN_RULES
 from .model import Rule, RuleValidationError
 from .spec import apply_override, build_rule
 
-__all__ = ["RuleConflict", "create_rule", "delete_rule", "get_rule", "list_rules", "replace_rule"]
+__all__ = [
+    "RuleConflict",
+    "cached_rules",
+    "create_rule",
+    "delete_rule",
+    "get_rule",
+    "invalidate_cache",
+    "list_rules",
+    "replace_rule",
+]
 
 
 class RuleConflict(Exception):
@@ -65,6 +74,36 @@ def _write(session: Session, rule: Rule, row: AlertRule | None) -> None:
         for key, value in fields.items():
             setattr(row, key, value)
     session.flush()
+    _invalidate_on_commit(session)
+
+
+# Ingest reads the rules once per batch; a short-lived per-process cache saves that query. Changes made
+# through this process clear it at once; other replicas see them within CACHE_TTL_S.
+CACHE_TTL_S = 2.0
+_cache: dict[str, tuple[float, list[Rule]]] = {}
+
+
+def invalidate_cache() -> None:
+    _cache.clear()
+
+
+def _invalidate_on_commit(session: Session) -> None:
+    # Now (so this process never serves the old definition after the change) and after the commit (so a
+    # reader that cached the old rows between the two does not keep them).
+    invalidate_cache()
+    event.listen(session, "after_commit", lambda _s: invalidate_cache(), once=True)
+
+
+def cached_rules(session: Session) -> list[Rule]:
+    """:func:`list_rules`, at most ``CACHE_TTL_S`` old (per database URL)."""
+    key = str(session.get_bind().url)
+    hit = _cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < CACHE_TTL_S:
+        return hit[1]
+    rules = list_rules(session)
+    _cache[key] = (now, rules)
+    return rules
 
 
 def list_rules(session: Session) -> list[Rule]:
@@ -112,4 +151,5 @@ def delete_rule(session: Session, *, rule_id: str) -> bool:
             f"{rule_id!r} is a built-in rule and cannot be deleted; PUT {{\"enabled\": false}} to turn it off"
         )
     result = session.execute(delete(AlertRule).where(AlertRule.id == rule_id))
+    _invalidate_on_commit(session)
     return bool(result.rowcount)
