@@ -56,6 +56,12 @@ _db.register(app)
 from sapo_monitor.cli import token as _token  # noqa: E402
 
 _token.register(app)
+from sapo_monitor.cli import runs as _runs  # noqa: E402
+
+_runs.register(app)
+from sapo_monitor.cli import compare as _compare  # noqa: E402
+
+_compare.register(app)
 
 
 def main() -> None:
