@@ -154,13 +154,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _wait(lambda: _ready(prom_url), 30, "Prometheus to be ready")
         started = time.time()
         api = f"{service.url}/api/v1"
-        httpx.post(
-            f"{api}/webhooks",
-            json={"url": receiver.url, "project": PROJECT, "min_severity": "warning", "format": "json",
-                  "secret": "integration-test-secret"},
-            headers=headers,
-            timeout=10.0,
-        ).raise_for_status()  # fmt: skip
+        # One receiver that answers, one address nobody listens on: delivered and retry outcomes both exist.
+        for url in (receiver.url, f"http://127.0.0.1:{free_port()}/down"):
+            hook = {
+                "url": url,
+                "project": PROJECT,
+                "min_severity": "warning",
+                "format": "json",
+                "secret": "it-secret",
+            }
+            httpx.post(f"{api}/webhooks", json=hook, headers=headers, timeout=10.0).raise_for_status()
         _add_rules(api, headers)
         _train(service.url, admin, DENSE_RUN, preset="default", algo="sapo")
         _train(service.url, admin, MOE_RUN, preset="stress", algo="pg")
