@@ -151,6 +151,4 @@ def test_grafana_provisioning_files() -> None:
     assert source["type"] == "prometheus" and source["isDefault"] is True
     prov = yaml.safe_load((ROOT / "dashboards/provisioning/dashboards/sapo-monitor.yml").read_text())
     (provider,) = prov["providers"]
-    assert provider["type"] == "file" and provider["options"]["path"].startswith(
-        "/etc/grafana/dashboards"
-    )
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/etc/grafana/dashboards")

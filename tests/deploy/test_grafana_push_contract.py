@@ -154,3 +154,10 @@ def test_pushed_body_is_plain_json(name: str) -> None:
     # What we send must survive a JSON round trip unchanged (no NaN, no tuples, no sets).
     dash = load_dashboards()[name]
     assert json.loads(json.dumps(dash, allow_nan=False)) == dash
+
+
+def test_push_is_registered_on_the_sapo_monitor_command() -> None:
+    from sapo_monitor.cli.main import app
+
+    result = CliRunner().invoke(app, ["grafana", "push", "--help"])
+    assert result.exit_code == 0 and "--datasource" in result.output
