@@ -202,7 +202,7 @@ class StepAccumulator:
         tokens = _Tokens(valid, compact=self.compact if self.compact is not None else device.type == "cpu")
         # Gather in the input dtype, then compute in float64: the log-ratios (0 where excluded, masked mode).
         x = tokens.take(new).to(f64) - tokens.take(old).to(f64)
-        a = tokens.take(adv) if adv.dim() == 2 else adv[tokens.rows]
+        a = tokens.take(adv) if adv.dim() == 2 else tokens.spread(adv)
         ones = tokens.ones(x)
         if self._pivots is None:
             lr_pivot = tokens.pivot(x)
@@ -214,19 +214,21 @@ class StepAccumulator:
         # Per-token features, summed per group (all, A > 0, A < 0) by one matrix product per chunk:
         # chunks keep every temporary in cache, which matters more than anything else on a CPU.
         chunk = _CPU_CHUNK if device.type == "cpu" else max(x.numel(), 1)
-        self._add_sum("tok", sum(
-            _token_sums(x[i : i + chunk], a[i : i + chunk], ones[i : i + chunk], lr_pivot, r_pivot, cfg)
-            for i in range(0, max(x.numel(), 1), chunk)
-        ))
-        self._add_histograms(x, tokens.sel)
+        sel = tokens.sel
+        buffers = _FeatureBuffers(min(chunk, x.numel()), device)
+        for i in range(0, max(x.numel(), 1), chunk):
+            part = slice(i, i + chunk)
+            self._add_sum("tok", _token_sums(x[part], a[part], ones[part], lr_pivot, r_pivot, cfg, buffers,
+                                             masked=sel is not None))
+            self._add_histograms(x[part], None if sel is None else sel[part])
         self._kept_lr.append(x if tokens.sel is None else torch.where(tokens.sel, x, math.nan))
 
         # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
-        n_i = tokens.per_row(ones, n_rows)
+        n_i = tokens.per_row(ones)
         seq_ok = (n_i > 0).to(f64)
-        seq_mean = tokens.per_row(x, n_rows) / n_i.clamp(min=1)
-        dev2 = (x - seq_mean[tokens.rows]).square() * ones
-        seq_std = (tokens.per_row(dev2, n_rows) / n_i.clamp(min=1)).sqrt()
+        seq_mean = tokens.per_row(x) / n_i.clamp(min=1)
+        dev2 = (x - tokens.spread(seq_mean)).square() * ones
+        seq_std = (tokens.per_row(dev2) / n_i.clamp(min=1)).sqrt()
         s = seq_mean.exp()
         seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
         seq_clip = ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
@@ -306,22 +308,23 @@ class StepAccumulator:
         self._hist = hist if self._hist is None else self._hist + hist
 
         # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow (and, in
-        # masked mode, a dump bin for excluded tokens that is cut off). Each bin keeps its exact min, max.
+        # masked mode, a dump bin for excluded tokens that is cut off at the end). Each bin keeps its
+        # exact min and max; the step's arrays are updated in place.
         dump = _GRID_BINS + 2
         cell = (x * _GRID_SCALE).floor().clamp(-_GRID_HALF * _GRID_SCALE - 1, _GRID_HALF * _GRID_SCALE).long()
         cell += int(_GRID_HALF * _GRID_SCALE) + 1
         if sel is not None:
             cell = torch.where(sel, cell, dump)
-        counts = torch.bincount(cell, minlength=dump + 1)[:dump]
-        lo = torch.full((dump + 1,), math.inf, dtype=f64, device=device)
-        lo = lo.scatter_reduce(0, cell, x, "amin")[:dump]
-        hi = torch.full((dump + 1,), -math.inf, dtype=f64, device=device)
-        hi = hi.scatter_reduce(0, cell, x, "amax")[:dump]
         if self._grid is None:
-            self._grid = (counts, lo, hi)
-        else:
-            c0, lo0, hi0 = self._grid
-            self._grid = (c0 + counts, torch.minimum(lo0, lo), torch.maximum(hi0, hi))
+            self._grid = (
+                torch.zeros(dump + 1, dtype=torch.long, device=device),
+                torch.full((dump + 1,), math.inf, dtype=f64, device=device),
+                torch.full((dump + 1,), -math.inf, dtype=f64, device=device),
+            )
+        counts, lo, hi = self._grid
+        counts += torch.bincount(cell, minlength=dump + 1)
+        lo.scatter_reduce_(0, cell, x, "amin")
+        hi.scatter_reduce_(0, cell, x, "amax")
 
     # ------------------------------------------------------------------------------------ result
     def _quantile_estimates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -329,7 +332,7 @@ class StepAccumulator:
         import torch
 
         assert self._grid is not None
-        counts, lo, hi = self._grid
+        counts, lo, hi = (t[:-1] for t in self._grid)  # without the dump bin
         f64 = torch.float64
         n = counts.sum()
         last = (n - 1).clamp(min=0)
@@ -365,7 +368,7 @@ class StepAccumulator:
         if self.empty or self._hist is None or self._grid is None or self._pivots is None:
             return {}
         f64 = torch.float64
-        _, grid_lo, grid_hi = self._grid
+        _, grid_lo, grid_hi = (t[:-1] for t in self._grid)
         est, frac, outside = self._quantile_estimates()
         parts: list[tuple[str, torch.Tensor]] = [
             ("pivots", self._pivots),
@@ -402,35 +405,52 @@ class StepAccumulator:
 _CPU_CHUNK = 1 << 15  # tokens per chunk of feature work on a CPU (temporaries stay in cache)
 
 
+class _FeatureBuffers:
+    """Preallocated feature and group matrices for one micro-batch's chunks (written in place: no stacking)."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        import torch
+
+        self.features = torch.empty(len(_TOK), size, dtype=torch.float64, device=device)
+        self.groups = torch.empty(3, size, dtype=torch.float64, device=device)
+
+
 def _token_sums(x: torch.Tensor, a: torch.Tensor, ones: torch.Tensor, lr_pivot: torch.Tensor,
-                r_pivot: torch.Tensor, cfg: StatsConfig) -> torch.Tensor:
+                r_pivot: torch.Tensor, cfg: StatsConfig, buffers: _FeatureBuffers, *, masked: bool) -> torch.Tensor:
     """[3, len(_TOK)]: per-token features (columns named by _TOK) summed over all tokens, A > 0, A < 0."""
     import torch
 
-    f64 = torch.float64
+    n = x.numel()
+    feat, groups = buffers.features[:, :n], buffers.groups[:, :n]
+    (f_n, f_dlr, f_dlr2, f_dr, f_dr2, f_k3, f_w, f_f, f_sat, f_hi, f_lo, f_gm, f_zero) = feat.unbind(0)
+    g_all, g_pos, g_neg = groups.unbind(0)
+    g_all.copy_(ones)
+    g_pos.copy_(a > 0)
+    g_neg.copy_(a < 0)
+    if masked:
+        g_pos.mul_(ones)
+        g_neg.mul_(ones)
+    f_n.copy_(ones)
+    torch.sub(x, lr_pivot, out=f_dlr)
+    torch.mul(f_dlr, f_dlr, out=f_dlr2)
     r = x.exp()
     rm1 = r - 1.0
-    pos_f, neg_f = (a > 0).to(f64) * ones, (a < 0).to(f64) * ones
-    tau = cfg.tau_neg + (cfg.tau_pos - cfg.tau_neg) * pos_f
+    torch.sub(rm1, r_pivot, out=f_dr)
+    torch.mul(f_dr, f_dr, out=f_dr2)
+    torch.sub(rm1, x, out=f_k3)
+    tau = g_pos * (cfg.tau_pos - cfg.tau_neg)
+    tau += cfg.tau_neg
     p = torch.sigmoid(tau * rm1)
-    w = 4.0 * p * (1.0 - p)
-    d_lr, d_r = x - lr_pivot, rm1 - r_pivot
-    features = torch.stack([
-        ones,
-        d_lr,
-        d_lr.square(),
-        d_r,
-        d_r.square(),
-        rm1 - x,  # k3 term
-        w,
-        4.0 * p / tau,  # gate value f
-        (w < cfg.saturation_threshold).to(f64),
-        (r > 1.0 + cfg.eps_high).to(f64),
-        (r < 1.0 - cfg.eps_low).to(f64),
-        w * a.abs(),  # gradient mass
-        (a == 0).to(f64),
-    ])
-    return torch.stack([ones, pos_f, neg_f]) @ features.T
+    torch.mul(p, 1.0 - p, out=f_w)
+    f_w.mul_(4.0)  # SAPO gradient weight w = 4p(1 - p)
+    torch.div(p, tau, out=f_f)
+    f_f.mul_(4.0)  # gate value f = 4p / tau
+    f_sat.copy_(f_w < cfg.saturation_threshold)
+    f_hi.copy_(r > 1.0 + cfg.eps_high)
+    f_lo.copy_(r < 1.0 - cfg.eps_low)
+    torch.mul(f_w, a.abs(), out=f_gm)  # gradient mass w |A|
+    f_zero.copy_(a == 0)
+    return torch.mm(groups, feat.T)
 
 
 # Column order of the summed feature matrices built in StepAccumulator._add.
@@ -575,54 +595,43 @@ def _assemble(h: dict[str, float], quantiles: dict[str, float]) -> dict[str, flo
     return out
 
 
-def _masked_max(x: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
-    import torch
-
-    if x.numel() == 0:
-        return torch.tensor(-math.inf, dtype=torch.float64, device=x.device)
-    return x.amax() if sel is None else torch.where(sel, x, -math.inf).amax()
-
-
 class _Tokens:
-    """The finite masked tokens of one micro-batch, seen as one vector.
+    """The finite masked tokens of one micro-batch, seen as one vector, in sequence order.
 
     Compact mode gathers them (data-dependent size: cheap on a CPU, a host sync on an accelerator);
     masked mode keeps every position and carries ``sel``, so excluded positions are zeroed by
-    :meth:`take` and dropped by the sums. ``rows`` is each entry's sequence index.
+    :meth:`take` (callers multiply by :meth:`ones` where a feature of 0 is not 0).
     """
 
     def __init__(self, valid: torch.Tensor, *, compact: bool) -> None:
-        import torch
-
-        n_rows, n_cols = valid.shape
         self.sel: torch.Tensor | None
+        self._shape = tuple(valid.shape)
         if compact:
             # One nonzero() for all the gathers of the micro-batch (masked_select would redo it each time).
             self._index = valid.reshape(-1).nonzero().squeeze(1)
-            self.rows = torch.div(self._index, n_cols, rounding_mode="floor")
+            self._lengths = valid.sum(1)
             self.sel = None
         else:
-            self.rows = torch.arange(n_rows, device=valid.device).repeat_interleave(n_cols)
             self.sel = valid.reshape(-1)
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
+        """A [B, T] tensor's values at the tokens."""
         import torch
 
         if self.sel is None:
             return t.reshape(-1).index_select(0, self._index)
         return torch.where(self.sel, t.reshape(-1), torch.zeros((), dtype=t.dtype, device=t.device))
 
+    def spread(self, per_row: torch.Tensor) -> torch.Tensor:
+        """A [B] tensor's value of each token's sequence."""
+        if self.sel is None:
+            return per_row.repeat_interleave(self._lengths)
+        return per_row.repeat_interleave(self._shape[1])
+
     def ones(self, like: torch.Tensor) -> torch.Tensor:
         import torch
 
         return torch.ones_like(like) if self.sel is None else self.sel.to(like.dtype)
-
-    def count(self) -> torch.Tensor:
-        import torch
-
-        if self.sel is None:
-            return torch.tensor(self.rows.numel(), device=self.rows.device)
-        return self.sel.sum()
 
     def pivot(self, v: torch.Tensor) -> torch.Tensor:
         """One of the values (0 when there is none): the shift that keeps ties exact."""
@@ -630,22 +639,13 @@ class _Tokens:
             return v[:1].sum()
         return v[self.sel.int().argmax()]
 
-    def total(self, v: torch.Tensor) -> torch.Tensor:
+    def per_row(self, v: torch.Tensor) -> torch.Tensor:
+        """Sum of ``v`` (zero at excluded positions) over each sequence's tokens, [B]."""
         import torch
 
-        return v.sum() if self.sel is None else torch.where(self.sel, v, 0.0).sum()
-
-    def per_row(self, v: torch.Tensor | None, n_rows: int) -> torch.Tensor:
-        """Sum of ``v`` (or the count, for None) per sequence, as float64 [B]."""
-        import torch
-
-        if v is None:
-            weights = torch.ones(self.rows.numel(), dtype=torch.float64, device=self.rows.device)
-            if self.sel is not None:
-                weights = self.sel.to(torch.float64)
-        else:
-            weights = v if self.sel is None else torch.where(self.sel, v, 0.0)
-        return torch.bincount(self.rows, weights=weights, minlength=n_rows)
+        if self.sel is None:
+            return torch.segment_reduce(v, "sum", lengths=self._lengths)
+        return v.reshape(self._shape).sum(1)
 
 
 def _check_2d(name: str, t: object) -> None:
