@@ -5,10 +5,11 @@ training); the ratio isolates what the adapter and the client add per optimizer 
 (bare, attached, bare, ...) after a warm-up, so drifting machine load hits both sides alike. With
 ``num_iterations=2`` steps alternate between "generate + train" and "train on the same rollouts",
 so the unit timed is a pair of optimizer steps (from ``on_step_begin`` of the first to
-``on_step_end`` of the second). The figure is the ratio of median pair times; on a shared machine
-other processes' load lands on either side at random, so the ratio of the fastest pairs (what
-``timeit`` reports) is printed beside it, and, load-independent, the time spent inside the
-monitor's calls (``observe`` + ``end_step``) as a share of the attached step.
+``on_step_end`` of the second). Two clocks: wall time, and the CPU time of this process (all its
+threads, so the client's delivery thread is counted). On a shared machine other processes' load
+lands on the wall clock at random; the CPU clock is what this process itself spent, so its ratio
+is the steadier figure. Also reported: the wall time spent inside the monitor's calls
+(``observe`` + ``end_step``) as a share of the attached step.
 """
 
 from __future__ import annotations
@@ -33,26 +34,30 @@ PRESET: dict[str, Any] = {
 }
 
 
-def _step_pair_times(*, steps: int, attach: bool, server: str | None) -> tuple[list[float], float]:
-    """Seconds per pair of optimizer steps of one run, and seconds spent inside monitor calls."""
+def _step_pair_times(
+    *, steps: int, attach: bool, server: str | None
+) -> tuple[list[float], list[float], float]:
+    """Wall and CPU seconds per pair of optimizer steps of one run, and wall seconds inside monitor calls."""
     import tinyrl  # the offline tiny-model harness shared with the TRL tests
     from transformers import TrainerCallback
 
     from sapo_monitor import client
 
     pairs: list[float] = []
+    cpu_pairs: list[float] = []
     in_monitor = [0.0]
 
     class PairClock(TrainerCallback):
-        start = 0.0
+        start = cpu_start = 0.0
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.global_step % 2 == 0:
-                self.start = time.perf_counter()
+                self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.global_step % 2 == 0:
                 pairs.append(time.perf_counter() - self.start)
+                cpu_pairs.append(time.process_time() - self.cpu_start)
 
     def timed(fn: Any) -> Any:
         def call(*a: Any, **k: Any) -> Any:
@@ -76,7 +81,7 @@ def _step_pair_times(*, steps: int, attach: bool, server: str | None) -> tuple[l
         trainer.train()
         if monitor is not None:
             monitor.close()
-    return pairs, in_monitor[0]
+    return pairs, cpu_pairs, in_monitor[0]
 
 
 def trl_row(*, steps: int = 20, repeats: int = 5, server: str | None = None) -> dict[str, Any]:
@@ -84,18 +89,25 @@ def trl_row(*, steps: int = 20, repeats: int = 5, server: str | None = None) -> 
     _step_pair_times(steps=4, attach=True, server=server)  # warm-up: imports, allocator, caches
     bare: list[float] = []
     attached: list[float] = []
+    bare_cpu: list[float] = []
+    attached_cpu: list[float] = []
     in_monitor = 0.0
     for _ in range(repeats):
-        bare += _step_pair_times(steps=steps, attach=False, server=server)[0]
-        pairs, spent = _step_pair_times(steps=steps, attach=True, server=server)
-        attached += pairs
+        wall, cpu, _ = _step_pair_times(steps=steps, attach=False, server=server)
+        bare += wall
+        bare_cpu += cpu
+        wall, cpu, spent = _step_pair_times(steps=steps, attach=True, server=server)
+        attached += wall
+        attached_cpu += cpu
         in_monitor += spent
     b, a = statistics.median(bare) / 2, statistics.median(attached) / 2
     return {
         "bare_s": b,
         "attached_s": a,
         "ratio": a / b,
-        "ratio_fastest": min(attached) / min(bare),
+        "bare_cpu_s": statistics.median(bare_cpu) / 2,
+        "attached_cpu_s": statistics.median(attached_cpu) / 2,
+        "cpu_ratio": statistics.median(attached_cpu) / statistics.median(bare_cpu),
         "monitor_share": in_monitor / sum(attached),
         "monitor_ms_per_step": in_monitor / (repeats * steps) * 1e3,
         "steps": steps,
@@ -108,8 +120,10 @@ if __name__ == "__main__":
 
     logging.getLogger("sapo_monitor").setLevel(logging.ERROR)
     row = trl_row()
-    print(f"TRL GRPOTrainer (SAPO, {PRESET}, tiny model, CPU, offline spool): "
-          f"bare {row['bare_s'] * 1e3:.1f} ms/step, attached {row['attached_s'] * 1e3:.1f} ms/step, "
-          f"ratio {row['ratio']:.3f} (target <= 1.05), fastest-pair ratio {row['ratio_fastest']:.3f}; "
-          "inside monitor calls "
-          f"{row['monitor_ms_per_step']:.2f} ms/step = {row['monitor_share'] * 100:.1f}% of the attached step")
+    print(f"== TRL GRPOTrainer (SAPO, tiny model, CPU, offline spool), {PRESET}")
+    print(f"  wall: bare {row['bare_s'] * 1e3:.1f} ms/step, attached {row['attached_s'] * 1e3:.1f} ms/step, "
+          f"ratio {row['ratio']:.3f}   (target <= 1.05)")
+    print(f"  CPU:  bare {row['bare_cpu_s'] * 1e3:.1f} ms/step, attached {row['attached_cpu_s'] * 1e3:.1f} ms/step, "
+          f"ratio {row['cpu_ratio']:.3f}   (target <= 1.05)")
+    print(f"  inside monitor calls {row['monitor_ms_per_step']:.2f} ms/step "
+          f"= {row['monitor_share'] * 100:.1f}% of the attached step")
