@@ -62,8 +62,10 @@ def bench_stats_vs_loss(repeats: int = 15) -> dict[str, float]:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def _train_once(steps: int, server: str | None, spool: Path | None) -> float:
-    """Seconds per optimizer step of one default-preset run (warm start off; setup excluded)."""
+def _train_once(steps: int, server: str | None, spool: Path | None) -> tuple[float, float]:
+    """Wall and process-CPU seconds per optimizer step of one default-preset run (warm start off; setup
+    excluded). CPU time includes the client's background thread; it is steadier than wall time on a
+    shared machine."""
     from sapo_monitor.client.settings import ClientSettings
     from sapo_monitor.trainer.train import Trainer, make_config
 
@@ -75,22 +77,23 @@ def _train_once(steps: int, server: str | None, spool: Path | None) -> float:
         settings = ClientSettings(spool_dir=spool, close_timeout=0.5)
         monitor = client.attach(trainer, run=f"bench-{time.time_ns()}", project="bench", server=server,
                                 settings=settings)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if monitor is not None:
         monitor.close()
-    return elapsed / steps
+    return elapsed / steps, cpu / steps
 
 
-def bench_trainer(steps: int, repeats: int, service_url: str, dead_url: str, workdir: Path) -> dict[str, float]:
+def bench_trainer(steps: int, repeats: int, service_url: str, dead_url: str,
+                  workdir: Path) -> dict[str, tuple[float, float]]:
     _train_once(max(4, steps // 4), None, None)  # warm-up: imports, allocator
-    runs: dict[str, list[float]] = {"bare": [], "up": [], "down": []}
+    runs: dict[str, list[tuple[float, float]]] = {"bare": [], "up": [], "down": []}
     for _ in range(repeats):
         runs["bare"].append(_train_once(steps, None, None))
         runs["up"].append(_train_once(steps, service_url, workdir / "spool-up"))
         runs["down"].append(_train_once(steps, dead_url, workdir / "spool-down"))
-    return {name: statistics.median(v) for name, v in runs.items()}
+    return {name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for name, v in runs.items()}
 
 
 def main() -> None:
@@ -121,11 +124,12 @@ def main() -> None:
         try:
             print(f"\n== reference trainer, default preset, {args.steps} steps x {args.repeats} runs per variant")
             t = bench_trainer(args.steps, args.repeats, service.url, dead_url, workdir)
-            print(f"  bare                         {t['bare'] * 1e3:8.1f} ms/step")
-            print(f"  attached, service up         {t['up'] * 1e3:8.1f} ms/step   ratio {t['up'] / t['bare']:.3f}"
-                  "   (target <= 1.05)")
-            print(f"  attached, service down       {t['down'] * 1e3:8.1f} ms/step   ratio {t['down'] / t['bare']:.3f}"
-                  "   (target <= 1.05)")
+            (bw, bc) = t["bare"]
+            print(f"  {'':24} {'wall ms/step':>12} {'ratio':>6}   {'CPU ms/step':>11} {'ratio':>6}")
+            for name, label in (("bare", "bare"), ("up", "attached, service up"), ("down", "attached, service down")):
+                w, c = t[name]
+                print(f"  {label:24} {w * 1e3:12.1f} {w / bw:6.3f}   {c * 1e3:11.1f} {c / bc:6.3f}")
+            print("  (target: attached / bare <= 1.05)")
 
             # ---- TRL row (owned by the TRL adapter: bench/trl_row.py) ------------------------------
             if not args.no_trl:
