@@ -246,6 +246,14 @@ class TRLAdapter:
                 mask = mask * inputs["tool_mask"]
             # Without old log-probs TRL sets old := new, so the ratio is exactly 1 (see the on-policy note).
             logp_old = inputs.get("old_per_token_logps")
+            if (logp_old is None) != self.on_policy:
+                tag = "on_policy" if self.on_policy else "old_logps"
+                seen = "no old log-probs (ratios are 1 by construction)" if logp_old is None else "old log-probs"
+                self._warn_once(
+                    "ratio_source",
+                    f"sapo-monitor: the run is tagged ratio_source={tag} from TRL's config, "
+                    f"but TRL's batches carry {seen}",
+                )
             logp_old = logp_new if logp_old is None else logp_old.detach()
             optional: dict[str, Any] = {}
             if entropy is not None:
@@ -313,10 +321,10 @@ class TRLAdapter:
         buffers = getattr(self.trainer, "_metrics", None)
         if not isinstance(buffers, dict):
             return
-        train = buffers["train"]
+        train = buffers.setdefault("train", {})
         for key in MIRROR_KEYS:
             if key in metrics:
-                train[MIRROR_PREFIX + key].append(float(metrics[key]))
+                train.setdefault(MIRROR_PREFIX + key, []).append(float(metrics[key]))
 
     # ---- helpers ------------------------------------------------------------------------------
     def _warn_once(self, key: str, message: str, category: type[Warning] = RuntimeWarning) -> None:
