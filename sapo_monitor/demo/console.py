@@ -45,13 +45,14 @@ def train_all(session: DemoSession, console: Console) -> list[RunOutcome]:
             task = tasks[algorithm]
             progress.start_task(task)  # the clock of each bar runs from its own start
 
-            def advance(_run: str, done: int, _total: int, task: int = task) -> None:
-                progress.update(task, completed=done)
+            def advance(_run: str, done: int, total: int, task: int = task) -> None:
+                progress.update(task, completed=done, total=max(done, total))
 
             summary = run_trainer(session, algorithm, advance)
             progress.update(
                 task,
-                completed=cfg.steps,
+                total=summary.steps,  # the trainer finishes its last rollout: may be a few more than asked
+                completed=summary.steps,
                 note=f"reward {summary.reward_first:.3f} -> {summary.reward_last:.3f}",
             )
     console.print(f"webhook deliveries received: {wait_for_deliveries(session)}")

@@ -86,7 +86,9 @@ def test_demo_runs_end_to_end_without_waiting(tmp_path: Path) -> None:
     for label in ("SAPO", "GRPO", "GSPO", "PG (no clip)"):
         assert label in text, label
     # The table rows: one per run, with its step count.
-    assert len(re.findall(r"^│ (?:SAPO|GRPO|GSPO|PG \(no clip\)) +│ +16 │", text, re.M)) == 4, text[-3000:]
+    # One table row per run; the trainer finishes its last rollout, so at least the 8 steps asked for.
+    rows = re.findall(r"^│ (?:SAPO|GRPO|GSPO|PG \(no clip\)) +│ +(\d+) │", text, re.M)
+    assert len(rows) == 4 and all(int(n) >= 8 for n in rows), text[-3000:]
     pngs = list(out.glob("*.png"))
     assert len(pngs) == 1 and pngs[0].stat().st_size > 20_000
     for url_part in ("/docs", "/metrics", "/api/v1/compare?run="):
