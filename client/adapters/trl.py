@@ -92,7 +92,7 @@ class TRLAdapter:
         self._grad_norm: Any = None
         self._warned: set[str] = set()
         self._disabled_reason: str | None = None
-        self._originals: dict[str, Any] = {}
+        self._originals: dict[str, tuple[Any, bool]] = {}  # name -> (original, was an instance attribute)
 
     # ---- installation -------------------------------------------------------------------------
     def install(self) -> TRLAdapter:
@@ -109,7 +109,7 @@ class TRLAdapter:
             original = getattr(t, name, None)
             if original is None:
                 continue  # optional hook (checked and reported by trl_compat)
-            self._originals[name] = original
+            self._originals[name] = (original, name in vars(t))
             setattr(t, name, functools.wraps(original)(wrapper(original)))
         t.add_callback(_make_callback(self))
         if self.on_policy:
@@ -118,8 +118,11 @@ class TRLAdapter:
 
     def uninstall(self) -> None:
         """Restore the trainer's original methods (the callback stays and becomes a no-op)."""
-        for name in self._originals:
-            self.trainer.__dict__.pop(name, None)
+        for name, (original, own) in self._originals.items():
+            if own:
+                setattr(self.trainer, name, original)
+            else:
+                vars(self.trainer).pop(name, None)
         self._originals.clear()
         self._disabled_reason = "uninstalled"
 

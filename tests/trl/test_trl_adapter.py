@@ -97,3 +97,19 @@ def test_rollout_logps_give_mismatch_statistics(tmp_path):
         d = (micro["logp_old"] - rollout)[m]
         assert record.metrics["mismatch.log_ratio_mean"] == pytest.approx(float(d.double().mean()), rel=1e-6)
         assert record.metrics["mismatch.abs_max"] == pytest.approx(0.05, rel=1e-4)
+
+
+def test_uninstall_restores_the_trainer(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=1)
+    own = trainer._calculate_rewards  # an instance attribute set before attach must come back as is
+    trainer._calculate_rewards = own
+    before = dict(vars(trainer))
+    monitor = client.attach(trainer, run="trl-uninstall", spool_dir=tmp_path / "spool")
+    assert vars(trainer)["compute_loss"] is not before.get("compute_loss")
+    adapter_for(trainer).uninstall()
+    for name in ("compute_loss", "training_step", "_get_per_token_logps_and_entropies", "_get_grad_norm"):
+        assert name not in vars(trainer), name
+    assert vars(trainer)["_calculate_rewards"] is own
+    trainer.train()  # trains normally, nothing observed
+    monitor.close(timeout=5)
+    assert adapter_for(trainer).micro_batches_seen == 0
