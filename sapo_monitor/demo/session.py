@@ -83,7 +83,8 @@ def open_session(config: DemoConfig, log: Callable[[str], None] = print) -> Iter
     receiver = WebhookReceiver().start()
     service = None
     try:
-        service = start_service(db, port, workdir / "service.log")
+        # Loopback only, so no tokens: whatever SAPO_MONITOR_AUTH the user's shell exports.
+        service = start_service(db, port, workdir / "service.log", env={"SAPO_MONITOR_AUTH": "off"})
         prefix = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         yield DemoSession(config, service, receiver, prefix, workdir)
     finally:
