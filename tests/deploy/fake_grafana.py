@@ -5,10 +5,11 @@ Only the endpoints ``grafana push`` uses, with the status codes and body shapes 
 
 - ``GET /api/folders/:uid`` 200 folder | 404 ``{"message": "folder not found"}``
 - ``POST /api/folders`` ``{"uid", "title"}`` -> 200 folder | 409 when the uid exists
-- ``PUT /api/folders/:uid`` ``{"title", "version"|"overwrite"}`` -> 200 folder
+- ``PUT /api/folders/:uid`` ``{"title", "version"|"overwrite"}`` -> 200 folder | 412 version mismatch
 - ``GET /api/datasources/uid/:uid`` 200 datasource | 404 ``{"message": "Data source not found"}``
 - ``POST /api/datasources`` -> 200 ``{"datasource", "id", "message": "Datasource added", "name"}`` | 409 same name
-- ``PUT /api/datasources/uid/:uid`` -> 200 ``{"datasource", "id", "message": "Datasource updated", "name"}``
+- ``PUT /api/datasources/uid/:uid`` (the whole datasource) -> 200 ``{"datasource", "id", "message":
+  "Datasource updated", "name"}`` | 400 without name, type or access
 - ``GET /api/dashboards/uid/:uid`` 200 ``{"dashboard", "meta": {"folderUid", ...}}`` | 404
 - ``POST /api/dashboards/db`` ``{"dashboard", "folderUid", "overwrite", "message"}`` -> 200
   ``{"id", "uid", "url", "status": "success", "version", "slug"}``; 412 ``name-exists`` when the uid
@@ -89,6 +90,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, s.folders[uid]
             if method == "PUT":
                 folder = s.folders[uid]
+                if not body.get("overwrite") and body.get("version") != folder["version"]:
+                    return 412, {
+                        "message": "the folder has been changed by someone else",
+                        "status": "version-mismatch",
+                    }
                 folder.update(title=body["title"], version=folder["version"] + 1)
                 return 200, folder
         if path == "/api/folders" and method == "POST":
@@ -110,6 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 return 200, s.datasources[uid]
             if method == "PUT":
+                missing = [k for k in ("name", "type", "access") if not body.get(k)]
+                if missing:  # Grafana binds the whole datasource: a partial update is a 400
+                    return 400, {"message": f"bad request data: {missing[0]} is required"}
                 ds = s.datasources[uid]
                 ds.update({k: v for k, v in body.items() if k != "id"})
                 ds["version"] += 1
@@ -120,6 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "name": ds["name"],
                 }
         if path == "/api/datasources" and method == "POST":
+            if not body.get("name") or not body.get("type") or not body.get("access"):
+                return 400, {"message": "bad request data: name, type and access are required"}
             if any(d["name"] == body["name"] for d in s.datasources.values()):
                 return 409, {"message": "data source with the same name already exists"}
             uid = body.get("uid") or f"ds{s.next_id}"
