@@ -31,6 +31,9 @@ prometheus:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v amtool >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus-alertmanager package (amtool checks dashboards/alertmanager.yml)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; }
 
 demo: install
 	$(VENV)/bin/sapo-monitor demo

@@ -240,3 +240,13 @@ def test_prometheus_token_file_is_mounted_and_never_committed() -> None:
     host_file = ROOT / source / in_container.split("/")[-1]
     ignored = subprocess.run(["git", "check-ignore", "-q", str(host_file)], cwd=ROOT)
     assert ignored.returncode == 0, f"{host_file} must be ignored by git"
+
+
+def test_alertmanager_config_passes_amtool() -> None:
+    assert shutil.which("amtool"), (
+        "amtool missing: run `make prometheus` (Debian package prometheus-alertmanager)"
+    )
+    result = subprocess.run(
+        ["amtool", "check-config", str(ROOT / "dashboards/alertmanager.yml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
