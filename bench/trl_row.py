@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "trl"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.trl.tinyrl
 
 # Still a toy (the ~1M-parameter model of the tests), but with GRPO-like shapes: 8 completions per
 # prompt of up to 32 tokens. At the tests' 4 x 8 tokens a step is so short that the monitor's fixed
@@ -38,10 +38,10 @@ def _step_pair_times(
     *, steps: int, attach: bool, server: str | None
 ) -> tuple[list[float], list[float], float]:
     """Wall and CPU seconds per pair of optimizer steps of one run, and wall seconds inside monitor calls."""
-    import tinyrl  # the offline tiny-model harness shared with the TRL tests
     from transformers import TrainerCallback
 
     from sapo_monitor import client
+    from tests.trl import tinyrl  # the offline tiny-model harness shared with the TRL tests
 
     pairs: list[float] = []
     cpu_pairs: list[float] = []

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-from capture import Recorder
 from sapo_monitor.client.adapters.trl import TRLLogpsMissingWarning, adapter_for
-from tinyrl import make_trainer
 from trl import GRPOTrainer
 
 from sapo_monitor import client
+from tests.trl.capture import Recorder
+from tests.trl.tinyrl import make_trainer
 
 
 def test_registry_does_not_import_trl_for_other_trainers():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from sapo_monitor.client.adapters import trl_compat
-from tinyrl import make_trainer
+
+from tests.trl.tinyrl import make_trainer
 
 
 @pytest.fixture(scope="module")

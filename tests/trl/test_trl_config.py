@@ -6,7 +6,8 @@ import json
 
 import pytest
 from sapo_monitor.client.adapters import trl_config
-from tinyrl import grpo_args
+
+from tests.trl.tinyrl import grpo_args
 
 
 @pytest.mark.parametrize(

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from capture import Recorder, concat_step, trl_sapo_gate_mean
 from sapo_monitor.client.adapters.trl import MIRROR_KEYS, MIRROR_PREFIX, adapter_for
 from sapo_monitor.client.stats import compute_step_stats
-from tinyrl import make_trainer
 from transformers import TrainerCallback
 
 from sapo_monitor import client
+from tests.trl.capture import Recorder, concat_step, trl_sapo_gate_mean
+from tests.trl.tinyrl import make_trainer
 
 GATE_AND_SIGN = (
     "gate.weight_mean", "gate.value_mean", "gate.saturated_frac",
