@@ -220,7 +220,7 @@ class StepAccumulator:
             part = slice(i, i + chunk)
             self._add_sum("tok", _token_sums(x[part], a[part], ones[part], lr_pivot, r_pivot, cfg, buffers,
                                              masked=sel is not None))
-            self._add_histograms(x[part], None if sel is None else sel[part])
+            self._add_histograms(x[part], None if sel is None else sel[part], grid=sel is not None)
         self._kept_lr.append(x if tokens.sel is None else torch.where(tokens.sel, x, math.nan))
 
         # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
@@ -292,10 +292,10 @@ class StepAccumulator:
             flips = tokens.take(changed).to(f64) @ ones
             self._add_sum("moe", torch.stack([flips, n * eo4.shape[0]]))
 
-    def _add_histograms(self, x: torch.Tensor, sel: torch.Tensor | None) -> None:
+    def _add_histograms(self, x: torch.Tensor, sel: torch.Tensor | None, *, grid: bool = True) -> None:
         import torch
 
-        f64, device = torch.float64, x.device
+        f64 = torch.float64
         # The wire histogram. Its inner edges are the doubles nearest to j / 10 (j = -20..20), which
         # an IEEE division j / 10.0 gives exactly; so a guess j = floor(10 x) corrected by one exact
         # comparison with each neighbouring edge puts every value in its left-closed bin.
@@ -306,6 +306,13 @@ class StepAccumulator:
             bins = torch.where(sel, bins, LOG_RATIO_HIST_BINS)
         hist = torch.bincount(bins, minlength=LOG_RATIO_HIST_BINS + 1)[:LOG_RATIO_HIST_BINS]
         self._hist = hist if self._hist is None else self._hist + hist
+        if grid:
+            self._add_grid(x, sel)
+
+    def _add_grid(self, x: torch.Tensor, sel: torch.Tensor | None) -> None:
+        import torch
+
+        f64, device = torch.float64, x.device
 
         # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow (and, in
         # masked mode, a dump bin for excluded tokens that is cut off at the end). Each bin keeps its
@@ -327,6 +334,38 @@ class StepAccumulator:
         hi.scatter_reduce_(0, cell, x, "amax")
 
     # ------------------------------------------------------------------------------------ result
+    def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[min lr, max lr], order statistics j and j+1 of each quantile, their fractions, and flags for
+        order statistics outside the grid (which ``result`` then computes exactly)."""
+        import torch
+
+        if self._grid is None:  # compact mode: the log-ratios are all at hand
+            n = sum(t.numel() for t in self._kept_lr)
+            values = torch.cat(self._kept_lr)
+            if n <= _EXACT_QUANTILES_UP_TO:
+                return self._sorted_quantiles(values.sort().values)
+            chunk = _CPU_CHUNK
+            for i in range(0, n, chunk):
+                self._add_grid(values[i : i + chunk], None)
+        est, frac, outside = self._quantile_estimates()
+        _, lo, hi = (t[:-1] for t in self._grid)  # type: ignore[union-attr]
+        return torch.stack([lo.amin(), hi.amax()]), est, frac, outside
+
+    def _sorted_quantiles(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        import torch
+
+        f64, n = torch.float64, values.numel()
+        if n == 0:
+            empty = torch.zeros(2 * len(QUANTILES), dtype=f64, device=values.device)
+            no_range = torch.tensor([math.inf, -math.inf], dtype=f64, device=values.device)
+            return no_range, empty, empty[: len(QUANTILES)], empty
+        positions = [(n - 1) * q for _, q in QUANTILES]
+        lows = [math.floor(pos) for pos in positions]
+        order = torch.tensor(lows + [min(j + 1, n - 1) for j in lows], device=values.device)
+        frac = torch.tensor([pos - j for pos, j in zip(positions, lows, strict=True)], dtype=f64)
+        est = values[order]
+        return values[[0, -1]], est, frac.to(values.device), torch.zeros_like(est)
+
     def _quantile_estimates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Order statistics j and j+1 of each quantile (estimated from the grid), fractions, flags."""
         import torch
@@ -365,14 +404,13 @@ class StepAccumulator:
         """The step's statistics (one device-to-host transfer). Empty dict when nothing was added."""
         import torch
 
-        if self.empty or self._hist is None or self._grid is None or self._pivots is None:
+        if self.empty or self._hist is None or self._pivots is None:
             return {}
         f64 = torch.float64
-        _, grid_lo, grid_hi = (t[:-1] for t in self._grid)
-        est, frac, outside = self._quantile_estimates()
+        lr_range, est, frac, outside = self._quantiles()
         parts: list[tuple[str, torch.Tensor]] = [
             ("pivots", self._pivots),
-            ("lr_range", torch.stack([grid_lo.amin(), grid_hi.amax()])),
+            ("lr_range", lr_range),
             *((f"sum.{k}", v.reshape(-1)) for k, v in self._sums.items()),
             *((f"max.{k}", v.reshape(-1)) for k, v in self._maxes.items()),
             ("hist", self._hist.to(f64)),
@@ -403,6 +441,7 @@ class StepAccumulator:
 
 
 _CPU_CHUNK = 1 << 15  # tokens per chunk of feature work on a CPU (temporaries stay in cache)
+_EXACT_QUANTILES_UP_TO = 1 << 16  # on a CPU, steps with at most this many tokens get exact quantiles by sorting
 
 
 class _FeatureBuffers:

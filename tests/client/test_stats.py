@@ -176,7 +176,17 @@ def test_single_token_sequences():
     assert got["seq_ratio.mean"] == pytest.approx(got["ratio.mean"], rel=1e-12)
 
 
-def test_quantiles_outside_the_grid_are_exact():
+@pytest.fixture(params=["sorted", "grid"])
+def quantile_path(request, monkeypatch):
+    """Small CPU steps sort their log-ratios; large ones (forced here) use the on-device grid."""
+    from sapo_monitor.client import stats
+
+    if request.param == "grid":
+        monkeypatch.setattr(stats, "_EXACT_QUANTILES_UP_TO", 0)
+    return request.param
+
+
+def test_quantiles_outside_the_grid_are_exact(quantile_path):
     case = make_case(seed=10, spread=12.0, moe=False)  # many |lr| > 8: order statistics in the tails
     got, ref = run_both(case)
     assert_matches(got, ref)
@@ -184,7 +194,7 @@ def test_quantiles_outside_the_grid_are_exact():
     assert got["log_ratio.p99"] == pytest.approx(ref["log_ratio.p99"], abs=1e-12)
 
 
-def test_large_sample_quantiles_within_tolerance():
+def test_large_sample_quantiles_within_tolerance(quantile_path):
     case = make_case(seed=11, B=64, T=256, spread=0.2, moe=False)
     got, ref = run_both(case)
     assert_matches(got, ref)
@@ -200,7 +210,7 @@ def test_per_token_advantages_and_bool_mask():
     assert_matches(got, ref)
 
 
-def test_micro_batches_equal_one_call():
+def test_micro_batches_equal_one_call(quantile_path):
     case = make_case(seed=13, B=20, T=30)
     case["mask"][5:8] = 0.0  # a micro-batch of empty rows
     case["logp_new"][9, 3] = math.nan
