@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-from sapo_monitor.client.adapters.trl import TRLLogpsMissingWarning, adapter_for
+from sapo_monitor.client.adapters.trl import _REWARD_KEY, TRLLogpsMissingWarning, adapter_for
 from trl import GRPOTrainer
 
 from sapo_monitor import client
 from tests.trl.capture import Recorder
-from tests.trl.tinyrl import make_trainer
+from tests.trl.tinyrl import make_trainer, reward_digits
 
 
 def test_registry_does_not_import_trl_for_other_trainers():
@@ -113,3 +113,35 @@ def test_uninstall_restores_the_trainer(tmp_path):
     trainer.train()  # trains normally, nothing observed
     monitor.close(timeout=5)
     assert adapter_for(trainer).micro_batches_seen == 0
+
+
+def test_rewards_follow_their_sequences_through_trl_shuffle(tmp_path):
+    """steps_per_generation=2: TRL shuffles the generation batch and splits it over two optimizer steps;
+    each observed reward must still be the reward of the sequence it is observed with."""
+    trainer = make_trainer(tmp_path, steps_per_generation=2, max_steps=4)
+    monitor = client.attach(trainer, run="trl-shuffle", spool_dir=tmp_path / "spool", strict=True)
+    adapted = trainer.compute_loss
+    seen = []
+
+    def spy(model, inputs, *args, **kwargs):  # outermost: sees the batch as TRL's shuffle left it
+        seen.append({k: inputs[k].clone() for k in ("prompt_ids", "completion_ids", "completion_mask",
+                                                    _REWARD_KEY)})
+        return adapted(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = spy
+    rec = Recorder(monitor)
+    trainer.train()
+    monitor.close(timeout=10)
+    tok = trainer.processing_class
+    assert len(seen) == 4
+    assert any(b[_REWARD_KEY].unique().numel() > 1 for b in seen)  # rewards differ, so order matters
+    for batch, step in zip(seen, sorted(rec.steps), strict=True):
+        prompts = tok.batch_decode(batch["prompt_ids"], skip_special_tokens=True)
+        completions = [
+            tok.decode(ids[mask.bool()], skip_special_tokens=True)
+            for ids, mask in zip(batch["completion_ids"], batch["completion_mask"], strict=True)
+        ]
+        answers = [str(int(p[0]) + int(p[2])) for p in (q.replace(" ", "") for q in prompts)]
+        expected = torch.tensor(reward_digits(completions, answers))
+        assert torch.allclose(batch[_REWARD_KEY], expected, atol=1e-6), (prompts, completions)
+        assert torch.equal(rec.steps[step][0]["rewards"], batch[_REWARD_KEY])
