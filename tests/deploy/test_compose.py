@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+
+from sapo_monitor.demo.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -250,3 +257,47 @@ def test_alertmanager_config_passes_amtool() -> None:
         ["amtool", "check-config", str(ROOT / "dashboards/alertmanager.yml")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _dockerfile_json(instruction: str) -> list[str]:
+    """The exec-form argument list of the final stage's CMD or HEALTHCHECK ... CMD."""
+    final = (ROOT / "Dockerfile").read_text().split("\nFROM ")[-1].replace("\\\n", " ")
+    line = next(ln for ln in final.splitlines() if ln.startswith(instruction))
+    return json.loads(line[line.index("[") :])
+
+
+def test_container_command_and_healthcheck_work(tmp_path: Path) -> None:
+    # What the image runs, run here: migrations then serve (auth on, as in the image), then its health check.
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SAPO_MONITOR_DB": f"sqlite:///{tmp_path / 'c.db'}",
+        "SAPO_MONITOR_HOST": "127.0.0.1",  # the image binds 0.0.0.0; loopback is enough here
+        "SAPO_MONITOR_PORT": str(port),
+        "SAPO_MONITOR_AUTH": "on",
+    }
+    health = _dockerfile_json("HEALTHCHECK")
+    assert subprocess.run(health, env=env, capture_output=True, timeout=30).returncode != 0  # nothing up yet
+    # The documented first step (README): with auth on, the service wants a token before it starts.
+    token = subprocess.run(
+        ["sapo-monitor", "token", "create", "--project", "p", "--role", "admin"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    proc = subprocess.Popen(
+        _dockerfile_json("CMD"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(health, env=env, capture_output=True, timeout=30).returncode != 0:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the container command never became healthy"
+            time.sleep(0.5)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10.0)
+        assert ready.status_code == 200, ready.text  # the schema was migrated before serving
+        runs = f"http://127.0.0.1:{port}/api/v1/runs"
+        assert httpx.get(runs, timeout=10.0).status_code == 401  # auth on
+        assert httpx.get(runs, headers={"Authorization": f"Bearer {token}"}, timeout=10.0).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(15)
