@@ -49,6 +49,7 @@ class Delivery:
         self._transport = transport
         self._settings = settings
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
+        self._bell = threading.Event()  # cuts the worker's batching wait short (flush, close, full queue)
         self._memory: list[bytes] = []  # bodies the spool could not take (disk full...)
         self._lock = threading.Lock()
         self._warned: set[str] = set()
@@ -77,6 +78,8 @@ class Delivery:
             return
         try:
             self._queue.put_nowait(record)
+            if self._queue.qsize() >= self._settings.batch_max_steps:
+                self._bell.set()
         except queue.Full:
             # The worker cannot keep up: spool from this thread rather than drop or block training.
             self._warn_once("queue", f"sapo-monitor: delivery queue full ({self._settings.queue_size} steps); "
@@ -87,6 +90,7 @@ class Delivery:
         """Wait until every submitted step is on the service (online) or in the spool (offline)."""
         deadline = time.monotonic() + timeout
         self._queue.put(_FLUSH)
+        self._bell.set()
         while time.monotonic() < deadline:
             if self._drained():
                 return True
@@ -104,6 +108,7 @@ class Delivery:
         self._close_deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=max(timeout, 0.1))
+        self._bell.set()
         self._thread.join(timeout + 1.0)
         if self._thread.is_alive():
             # The worker is stuck in a request: secure whatever is still queued on disk ourselves.
@@ -161,11 +166,19 @@ class Delivery:
         records = [first]
         size = _approx_size(first)
         deadline = time.monotonic() + s.flush_interval
+        # Gather the rest without waking per record (each wake-up costs the training thread a GIL
+        # hand-off): drain what is there, then sleep until the deadline unless flush/close/a filling
+        # queue rings the bell.
         while len(records) < s.batch_max_steps and size < s.batch_max_bytes:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._bell.wait(remaining):
+                    self._bell.clear()
+                    if time.monotonic() >= deadline or self._queue.empty():
+                        break
+                continue
             if item is _STOP:
                 return records, True, len(records) + 1
             if item is _FLUSH:
