@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -15,7 +16,6 @@ from .session import (
     DemoConfig,
     DemoSession,
     fetch_outcome,
-    fmt,
     open_session,
     run_trainer,
     subscribe_webhook,
@@ -23,6 +23,10 @@ from .session import (
 )
 
 __all__ = ["outcome_table", "run_demo", "train_all"]
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def train_all(session: DemoSession, console: Console) -> list[RunOutcome]:

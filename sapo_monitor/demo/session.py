@@ -6,7 +6,6 @@ Kept free of Typer so that it can be driven from tests; ``sapo_monitor/cli/demo.
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import shutil
 import tempfile
@@ -124,18 +123,13 @@ def run_trainer(session: DemoSession, algorithm: str, progress: Progress) -> Any
     return summary
 
 
-def _alert_events(doc: Any) -> list[AlertEvent]:
-    """Alerts that fired, from ``GET /runs/{id}/alerts`` (a list, or ``{"alerts": [...]}``)."""
-    items = doc.get("alerts", doc.get("items", [])) if isinstance(doc, dict) else doc
-    events = []
-    for alert in items:
-        step = alert.get("fired_step", alert.get("firing_step", alert.get("started_step")))
-        if step is None and alert.get("state") != "pending":
-            step = alert.get("step")
-        if step is None:  # still pending: never fired
-            continue
-        events.append(AlertEvent(rule=alert["rule"], severity=alert["severity"], step=int(step)))
-    return events
+def _alert_events(doc: dict[str, Any]) -> list[AlertEvent]:
+    """The alerts that reached ``firing``, from ``GET /runs/{id}/alerts`` (pending ones never fired)."""
+    return [
+        AlertEvent(rule=a["rule"], severity=a["severity"], step=int(a["fired_step"]))
+        for a in doc["alerts"]
+        if a.get("fired_step") is not None
+    ]
 
 
 def _webhooks_for(session: DemoSession, run_id: str) -> int:
@@ -169,7 +163,3 @@ def wait_for_deliveries(session: DemoSession, timeout: float = 15.0, quiet: floa
         if now != count:
             count, last_change = now, time.monotonic()
     return count
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
