@@ -48,29 +48,37 @@ def project_name(session: Session, project_id: int) -> str | None:
     return name
 
 
-_STATE = RuleState.__table__
+# These run on every ingested batch: plain SQL on the driver saves SQLAlchemy's statement building,
+# which costs more than the queries themselves. ``?`` is SQLite's placeholder, ``%s`` psycopg's.
+_SQL = {
+    "load": "SELECT state FROM alert_rule_state WHERE run_pk = ?",
+    "update": "UPDATE alert_rule_state SET state = ?, last_step = ?, updated_at = ? WHERE run_pk = ?",
+    "insert": "INSERT INTO alert_rule_state (state, last_step, updated_at, run_pk) VALUES (?, ?, ?, ?)",
+}
+_SQL_PG = {k: v.replace("?", "%s") for k, v in _SQL.items()}
+assert RuleState.__tablename__ == "alert_rule_state"
+
+
+def _sql(session: Session, name: str) -> tuple:  # type: ignore[type-arg]
+    conn = session.connection()
+    return conn, (_SQL if conn.dialect.name == "sqlite" else _SQL_PG)[name]
 
 
 def load_state(session: Session, run_pk: int) -> tuple[RunRuleState, bool]:
-    """The run's rule state and whether a row exists (Core on the session's connection: this runs
-    on every ingested batch, and the ORM layer would cost more than the query)."""
-    doc = session.connection().execute(select(_STATE.c.state).where(_STATE.c.run_pk == run_pk)).scalar()
-    if doc is None:
+    """The run's rule state and whether a row exists."""
+    conn, sql = _sql(session, "load")
+    row = conn.exec_driver_sql(sql, (run_pk,)).first()
+    if row is None:
         return RunRuleState(), False
-    return RunRuleState.from_json(orjson.loads(doc)), True
+    return RunRuleState.from_json(orjson.loads(row[0])), True
 
 
 def save_state(session: Session, run_pk: int, state: RunRuleState, exists: bool, now: float) -> None:
     # Detector state holds finite numbers only (non-finite values never enter it), so orjson's lack of
     # NaN support is no limit here.
     doc = orjson.dumps(state.to_json()).decode()
-    conn = session.connection()
-    if exists:
-        conn.execute(
-            update(_STATE).where(_STATE.c.run_pk == run_pk).values(state=doc, last_step=state.last_step, updated_at=now)
-        )
-    else:
-        conn.execute(insert(_STATE).values(run_pk=run_pk, state=doc, last_step=state.last_step, updated_at=now))
+    conn, sql = _sql(session, "update" if exists else "insert")
+    conn.exec_driver_sql(sql, (doc, state.last_step, now, run_pk))
 
 
 def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput], *, now: float | None = None) -> list[Transition]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from sapo_monitor.client.wire import encode_float
 
-from .kinds import KINDS, StepFn
+from .kinds import KINDS, QuietFn, StepFn
 from .model import Rule
 
 __all__ = [
@@ -97,6 +97,10 @@ class RunRuleState:
 _compiled: dict[tuple[str, int, str], StepFn] = {}
 
 
+_by_object: dict[int, tuple[Rule, StepFn, QuietFn | None]] = {}
+USE_BATCH_FAST_PATH = True  # tests turn it off to check the fast path changes nothing
+
+
 def compile_rule(rule: Rule) -> StepFn:
     """The rule's step function, cached per (id, version, params)."""
     key = (rule.id, rule.version, json.dumps(dict(rule.params), sort_keys=True, default=list))
@@ -106,6 +110,29 @@ def compile_rule(rule: Rule) -> StepFn:
             _compiled.clear()
         fn = _compiled[key] = KINDS[rule.kind].compile(rule.params)
     return fn
+
+
+def _compiled_for(rule: Rule) -> tuple[StepFn, QuietFn | None]:
+    """Step function and batch scan of a rule object; the same objects come back batch after batch
+    (the rule cache), so this skips even the key of :func:`compile_rule`."""
+    hit = _by_object.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1], hit[2]
+    kind = KINDS[rule.kind]
+    fn = compile_rule(rule)
+    quiet: QuietFn | None = None
+    if kind.quiet is not None:
+        quiet = kind.quiet(rule.params)
+    elif kind.scan is not None:
+        scan = kind.scan(rule.params)
+
+        def quiet(_st: dict, batch: list) -> bool:  # stateless: nothing to update
+            return not scan(batch)
+
+    if len(_by_object) > 4096:
+        _by_object.clear()
+    _by_object[id(rule)] = (rule, fn, quiet)
+    return fn, quiet
 
 
 def _json_number(x: Any) -> Any:
@@ -194,7 +221,7 @@ def evaluate_batch(
         elif st.get("v") != rule.version:
             st["d"], st["v"] = {}, rule.version  # a changed definition starts its detector afresh
             st["sev"] = rule.severity
-        plan.append((rule, compile_rule(rule), st, st["d"]))
+        plan.append((rule, *_compiled_for(rule), st, st["d"]))
 
     out: list[Transition] = []
     current = {r.id for r in rules}
@@ -221,10 +248,12 @@ def evaluate_batch(
     # (With no alert open the consecutive-true counter is 0 already.) Transitions are then put in
     # step order, rules in pack order within a step.
     found: list[tuple[int, int, Transition]] = []
-    for order, (rule, fn, lc, det) in enumerate(plan):
+    batch = [s.metrics for s in ordered]
+    for order, (rule, fn, quiet, lc, det) in enumerate(plan):
         idle = lc["s"] is None
-        for s in ordered:
-            metrics = s.metrics
+        if idle and quiet is not None and USE_BATCH_FAST_PATH and quiet(det, batch):
+            continue  # nothing open and the condition holds nowhere in the batch (state updated)
+        for s, metrics in zip(ordered, batch, strict=True):
             active = fn(det, metrics)
             if idle and not active:
                 continue

@@ -24,8 +24,11 @@ from .model import Param, RuleValidationError
 __all__ = ["CUSTOM_KINDS", "KINDS", "Kind", "StepFn", "validate_params"]
 
 StepFn = Callable[[dict, Mapping[str, float]], "bool | None"]
+BatchScan = Callable[[list], bool]
+QuietFn = Callable[[dict, list], bool]
 
 _isfinite = math.isfinite
+_INF = math.inf
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -45,6 +48,14 @@ class Kind:
     compile: Callable[[Mapping[str, Any]], StepFn]
     metrics: Callable[[Mapping[str, Any]], tuple[str, ...]]
     time_based: bool = False  # evaluated by the periodic check, not only by ingest
+    # Stateless kinds only: ``scan(params)(batch) -> bool``, False when the condition holds on no step
+    # of the batch. A rule with no open alert then skips the batch without a call per step. It may
+    # say True falsely (the per-step evaluation then decides), never False falsely.
+    scan: Callable[[Mapping[str, Any]], BatchScan] | None = None
+    # Stateful kinds: ``quiet(params)(state, batch) -> bool``: True when it could process the whole
+    # batch at once and the condition held on no step (``state`` then updated as the per-step pass
+    # would have); False, with ``state`` untouched, when the per-step pass must decide.
+    quiet: Callable[[Mapping[str, Any]], QuietFn] | None = None
 
     def param(self, name: str) -> Param | None:
         for p in self.params:
@@ -93,6 +104,14 @@ def _compile_threshold(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _scan_threshold(metric: str, op: Callable[[float, float], bool], bound: float) -> BatchScan:
+    def scan(batch: list) -> bool:
+        # NaN compares false; an infinity may compare true, which only costs the per-step pass.
+        return any(x is not None and op(x, bound) for x in [m.get(metric) for m in batch])
+
+    return scan
+
+
 THRESHOLD = Kind(
     "threshold",
     "The metric compared with a fixed bound.",
@@ -103,6 +122,7 @@ THRESHOLD = Kind(
     ),
     _compile_threshold,
     lambda p: (p["metric"],),
+    scan=lambda p: _scan_threshold(p["metric"], _OPS[p["op"]], p["value"]),
 )
 
 # --- rate of change -----------------------------------------------------------------------------
@@ -205,6 +225,8 @@ EWMA_ANOMALY = Kind(
 
 def _compile_median_spike(p: Mapping[str, Any]) -> StepFn:
     metrics, factor, window, warmup, floor = p["metrics"], p["factor"], p["window"], p["warmup"], p["min_value"]
+    if len(metrics) == 1:
+        return _median_spike_one(metrics[0], factor, window, warmup, floor)
 
     def step(st: dict, m: Mapping[str, float]) -> bool | None:
         result = None
@@ -233,6 +255,57 @@ def _compile_median_spike(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _median_spike_one(name: str, factor: float, window: int, warmup: int, floor: float) -> StepFn:
+    """The single-metric case without the loop (the common one: grad_norm, log_ratio.std)."""
+
+    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+        x = m.get(name)
+        if x is None or not _isfinite(x):
+            return None
+        w = st.get(name)
+        if w is None:
+            w = st[name] = []
+        if x >= floor and len(w) >= warmup and x > factor * min(w):
+            med = sorted(w)[len(w) // 2]
+            if x > factor * med:
+                st["ref"] = med
+                return True
+        w.append(x)
+        if len(w) > window:
+            del w[0]
+        return False
+
+    return step
+
+
+def _finite_values(batch: list, name: str) -> list[float]:
+    return [x for x in [m.get(name) for m in batch] if x is not None and -_INF < x < _INF]
+
+
+def _quiet_median_spike(metrics: tuple[str, ...], factor: float, window: int, floor: float) -> QuietFn:
+    def quiet(st: dict, batch: list) -> bool:
+        updates = []
+        for name in metrics:
+            vals = _finite_values(batch, name)
+            if not vals:
+                continue
+            w = st.get(name) or []
+            # Every window the batch's steps would see is a subset of w + vals, so its median is at
+            # least their minimum: no value above the floor and `factor` times that minimum, no spike.
+            lo = factor * min(min(vals), min(w)) if w else factor * min(vals)
+            if any(x >= floor and x > lo for x in vals):
+                return False
+            updates.append((name, vals))
+        for name, vals in updates:
+            w = st.setdefault(name, [])
+            w.extend(vals)
+            if len(w) > window:
+                del w[:-window]
+        return True
+
+    return quiet
+
+
 MEDIAN_SPIKE = Kind(
     "median_spike",
     "Any of the metrics above `factor` times its running median over the last `window` steps.",
@@ -245,6 +318,7 @@ MEDIAN_SPIKE = Kind(
     ),
     _compile_median_spike,
     lambda p: tuple(p["metrics"]),
+    quiet=lambda p: _quiet_median_spike(tuple(p["metrics"]), p["factor"], p["window"], p["min_value"]),
 )
 
 # --- non-finite values --------------------------------------------------------------------------
@@ -271,6 +345,17 @@ def _compile_nonfinite(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _scan_nonfinite(metrics: tuple[str, ...], count_metric: str) -> BatchScan:
+    def scan(batch: list) -> bool:
+        # C-speed: a sum is finite only if every term is (a finite overflow only costs the per-step
+        # pass); any() is true for a non-zero or NaN count.
+        if not _isfinite(sum([m.get(name, 0.0) for m in batch for name in metrics])):
+            return True
+        return any([m.get(count_metric, 0.0) for m in batch])
+
+    return scan
+
+
 NONFINITE = Kind(
     "nonfinite",
     "Any of the metrics NaN or infinite, or the non-finite token counter above zero.",
@@ -285,6 +370,7 @@ NONFINITE = Kind(
     ),
     _compile_nonfinite,
     lambda p: (*p["metrics"], p["count_metric"]),
+    scan=lambda p: _scan_nonfinite(tuple(p["metrics"]), p["count_metric"]),
 )
 
 # --- log-ratio tails ----------------------------------------------------------------------------
@@ -315,6 +401,13 @@ def _compile_tails(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _scan_tails(abs_bound: float, tail: float) -> BatchScan:
+    t_abs = _scan_threshold("log_ratio.abs_max", operator.gt, abs_bound)
+    t_hi = _scan_threshold("log_ratio.p99", operator.gt, tail)
+    t_lo = _scan_threshold("log_ratio.p01", operator.lt, -tail)
+    return lambda batch: t_abs(batch) or t_hi(batch) or t_lo(batch)
+
+
 TAILS = Kind(
     "tails",
     "log_ratio.abs_max above `abs_max`, or the 1st/99th percentiles of the log-ratio beyond +/-`tail`.",
@@ -324,6 +417,7 @@ TAILS = Kind(
     ),
     _compile_tails,
     lambda p: ("log_ratio.abs_max", "log_ratio.p01", "log_ratio.p99"),
+    scan=lambda p: _scan_tails(p["abs_max"], p["tail"]),
 )
 
 # --- advantage-sign spread ----------------------------------------------------------------------
@@ -342,6 +436,19 @@ def _compile_sign_spread(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _scan_sign_spread(factor: float, floor: float) -> BatchScan:
+    def scan(batch: list) -> bool:
+        for m in batch:
+            neg = m.get("sign.neg.ratio_std")
+            if neg is not None and neg >= floor:
+                pos = m.get("sign.pos.ratio_std")
+                if pos is not None and neg > factor * pos:
+                    return True
+        return False
+
+    return scan
+
+
 SIGN_SPREAD = Kind(
     "sign_spread",
     "Ratio spread of negative-advantage tokens above `factor` times the positive ones'.",
@@ -351,6 +458,7 @@ SIGN_SPREAD = Kind(
     ),
     _compile_sign_spread,
     lambda p: ("sign.neg.ratio_std", "sign.pos.ratio_std"),
+    scan=lambda p: _scan_sign_spread(p["factor"], p["min_std"]),
 )
 
 # --- fall below an early-run baseline -----------------------------------------------------------
@@ -391,6 +499,27 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str | None) -> QuietFn:
+    alpha = 0.1  # as in the step function
+
+    def quiet(st: dict, batch: list) -> bool:
+        if st.get("n", 0) < steps or (guard is not None and st.get("gn", 0) < steps):
+            return False  # baselines still forming: the per-step pass does it
+        bound = fraction * st["ref"]
+        if any(x < bound for x in _finite_values(batch, metric)):
+            return False
+        if guard is not None:
+            gs = _finite_values(batch, guard)
+            e = st["ge"]
+            for g in gs:
+                e += alpha * (g - e)
+            st["ge"] = e
+            st["gn"] += len(gs)
+        return True
+
+    return quiet
+
+
 BELOW_BASELINE = Kind(
     "below_baseline",
     "The metric below `fraction` of its mean over the run's first `baseline_steps` steps (optionally unless a "
@@ -405,6 +534,7 @@ BELOW_BASELINE = Kind(
     ),
     _compile_below_baseline,
     lambda p: (p["metric"],),
+    quiet=lambda p: _quiet_below_baseline(p["metric"], p["baseline_steps"], p["fraction"], p["guard_metric"]),
 )
 
 # --- drop from the running best -----------------------------------------------------------------
@@ -435,6 +565,27 @@ def _compile_drop_from_best(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _quiet_drop_from_best(metric: str, alpha: float, warmup: int, drop: float, min_scale: float) -> QuietFn:
+    def quiet(st: dict, batch: list) -> bool:
+        n, e, best = st.get("n", 0), st.get("e"), st.get("ref")
+        for x in _finite_values(batch, metric):  # the step function's recursion, on locals
+            e = x if n == 0 else e + alpha * (x - e)
+            n += 1
+            if n < warmup:
+                continue
+            if best is None or e > best:
+                best = e
+            if best - e > drop * (abs(best) if abs(best) > min_scale else min_scale):
+                return False  # a step fires: state untouched, the per-step pass takes over
+        if n:
+            st["n"], st["e"] = n, e
+        if best is not None:
+            st["ref"] = best
+        return True
+
+    return quiet
+
+
 DROP_FROM_BEST = Kind(
     "drop_from_best",
     "The metric's EWMA a fraction `drop` below its running best (after `warmup` steps).",
@@ -447,6 +598,7 @@ DROP_FROM_BEST = Kind(
     ),
     _compile_drop_from_best,
     lambda p: (p["metric"],),
+    quiet=lambda p: _quiet_drop_from_best(p["metric"], p["alpha"], p["warmup"], p["drop"], p["min_scale"]),
 )
 
 # --- silence ------------------------------------------------------------------------------------
@@ -467,6 +619,7 @@ SILENCE = Kind(
     _compile_silence,
     lambda p: (),
     time_based=True,
+    scan=lambda p: lambda batch: False,
 )
 
 KINDS: dict[str, Kind] = {

@@ -18,7 +18,7 @@ from sapo_monitor.service.rules import (
     validate_params,
 )
 
-from tests.alerts.traces import EXPECTED_FIRING, collapse_trace, stable_trace
+from tests.alerts.traces import EXPECTED_FIRING, collapse_trace, healthy_metrics, stable_trace
 
 
 def _steps(trace):
@@ -150,3 +150,77 @@ def test_builtin_pack_is_complete_and_documented() -> None:
     ]  # fmt: skip
     for r in BUILTIN_RULES:
         assert r.severity in ("warning", "critical") and len(r.description) > 80 and "heck" in r.description
+
+
+def test_batch_scans_never_miss_a_true_step() -> None:
+    """A stateless kind's batch scan may say "maybe" falsely, never "nowhere" falsely."""
+    import random
+
+    rng = random.Random(3)
+    specials = [math.nan, math.inf, -math.inf, 0.0, -1.0, 5.0]
+    stateless = [r for r in BUILTIN_RULES if KINDS[r.kind].scan is not None]
+    assert {r.kind for r in stateless} == {"nonfinite", "tails", "threshold", "sign_spread", "silence"}
+    for _ in range(300):
+        batch = []
+        for _ in range(rng.randint(1, 5)):
+            m = {}
+            for name in ("loss", "grad_norm", "kl.k3", "nonfinite.token_count", "log_ratio.abs_max", "log_ratio.p99",
+                         "log_ratio.p01", "gate.saturated_frac", "sign.neg.ratio_std", "sign.pos.ratio_std",
+                         "groups.zero_signal_frac", "moe.route_flip_frac", "mismatch.kl_k3"):
+                if rng.random() < 0.7:
+                    m[name] = rng.choice(specials) if rng.random() < 0.1 else rng.random() * rng.choice([0.1, 1, 10])
+            batch.append(m)
+        for rule in stateless:
+            kind = KINDS[rule.kind]
+            fn = kind.compile(rule.params)
+            if not kind.scan(rule.params)(batch):
+                assert not any(fn({}, m) for m in batch), (rule.id, batch)
+
+
+def _noisy_trace(seed: int, n: int = 400) -> list[tuple[int, dict[str, float]]]:
+    """Random walks with spikes, NaNs and gaps: every rule fires and resolves somewhere."""
+    import random
+
+    rng = random.Random(seed)
+    level = {k: v for k, v in healthy_metrics(1, rng).items()}
+    out = []
+    for s in range(1, n + 1):
+        m = {}
+        for k, v in level.items():
+            v *= 1.0 + 0.15 * (2 * rng.random() - 1)
+            level[k] = v
+            r = rng.random()
+            if r < 0.03:
+                v *= 8.0  # spike
+            elif r < 0.05:
+                v *= 0.05  # collapse
+            elif r < 0.055:
+                v = math.nan
+            if rng.random() < 0.95:
+                m[k] = v
+        out.append((s, m))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_batch_fast_path_changes_nothing(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same transitions and the same stored state with and without the batch fast path, on a noisy
+    trace (falls back often), then a healthy one and a collapse (fast path mostly taken)."""
+    import importlib
+
+    ev = importlib.import_module("sapo_monitor.service.rules.evaluate")  # the module, not the function
+    trace = _steps(_noisy_trace(seed))
+    trace += [StepInput(s + 400, t, m) for s, t, m in ((x.step, x.time, x.metrics) for x in _steps(stable_trace(300, seed)))]
+    trace += [StepInput(s + 700, t, m) for s, t, m in ((x.step, x.time, x.metrics) for x in _steps(collapse_trace(seed=seed)))]
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(ev, "USE_BATCH_FAST_PATH", fast)
+        state = RunRuleState()
+        got = []
+        for i in range(0, len(trace), 37):
+            got += evaluate_batch(BUILTIN_RULES, state, "r", trace[i : i + 37])
+        results.append(([(t.rule_id, t.from_state, t.to_state, t.step, t.values) for t in got],
+                        json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "a"} for k, v in state.rules.items()},
+                                   sort_keys=True)))
+    assert results[0][0] and len({r for r, *_ in results[0][0]}) >= 8  # the trace exercises most rules
+    assert results[0] == results[1]
