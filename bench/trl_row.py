@@ -1,8 +1,9 @@
 """The TRL row of ``bench/client_overhead.py``: GRPOTrainer step time with ``client.attach`` vs bare.
 
 Both variants use the same seed, so they do identical training work (attaching never changes
-training); the ratio isolates what the adapter and the client add per optimizer step. Runs alternate
-(bare, attached, bare, ...) after a warm-up, so drifting machine load hits both sides alike. With
+training); the ratio isolates what the adapter and the client add per optimizer step. After a
+warm-up, runs go in ABBA order (bare, attached, attached, bare, ...), so machine load that drifts
+during the bench hits both sides alike. With
 ``num_iterations=2`` steps alternate between "generate + train" and "train on the same rollouts",
 so the unit timed is a pair of optimizer steps (from ``on_step_begin`` of the first to
 ``on_step_end`` of the second). Two clocks: wall time, and the CPU time of this process (all its
@@ -84,7 +85,7 @@ def _step_pair_times(
     return pairs, cpu_pairs, in_monitor[0]
 
 
-def trl_row(*, steps: int = 20, repeats: int = 5, server: str | None = None) -> dict[str, Any]:
+def trl_row(*, steps: int = 20, repeats: int = 6, server: str | None = None) -> dict[str, Any]:
     """Per optimizer step: ``bare_s``, ``attached_s``, ``ratio`` (target <= 1.05), ``monitor_share``."""
     _step_pair_times(steps=4, attach=True, server=server)  # warm-up: imports, allocator, caches
     bare: list[float] = []
@@ -92,14 +93,12 @@ def trl_row(*, steps: int = 20, repeats: int = 5, server: str | None = None) -> 
     bare_cpu: list[float] = []
     attached_cpu: list[float] = []
     in_monitor = 0.0
-    for _ in range(repeats):
-        wall, cpu, _ = _step_pair_times(steps=steps, attach=False, server=server)
-        bare += wall
-        bare_cpu += cpu
-        wall, cpu, spent = _step_pair_times(steps=steps, attach=True, server=server)
-        attached += wall
-        attached_cpu += cpu
-        in_monitor += spent
+    for i in range(repeats):
+        for attach in (False, True) if i % 2 == 0 else (True, False):
+            wall, cpu, spent = _step_pair_times(steps=steps, attach=attach, server=server)
+            (attached if attach else bare).extend(wall)
+            (attached_cpu if attach else bare_cpu).extend(cpu)
+            in_monitor += spent
     b, a = statistics.median(bare) / 2, statistics.median(attached) / 2
     return {
         "bare_s": b,
