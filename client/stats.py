@@ -216,19 +216,22 @@ class StepAccumulator:
         chunk = _CPU_CHUNK if device.type == "cpu" else max(x.numel(), 1)
         sel = tokens.sel
         buffers = _FeatureBuffers(min(chunk, x.numel()), device)
+        row_sums = torch.zeros(2, n_rows, dtype=f64, device=device)  # per sequence: sum of d_lr, of d_lr^2
         for i in range(0, max(x.numel(), 1), chunk):
             part = slice(i, i + chunk)
             self._add_sum("tok", _token_sums(x[part], a[part], ones[part], lr_pivot, r_pivot, cfg, buffers,
                                              masked=sel is not None))
+            row_sums += tokens.row_sums(buffers.features[1:3, : x[part].numel()], i, ones[part])
             self._add_histograms(x[part], None if sel is None else sel[part], grid=sel is not None)
         self._kept_lr.append(x if tokens.sel is None else torch.where(tokens.sel, x, math.nan))
 
         # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
-        n_i = tokens.per_row(ones)
+        n_i = tokens.row_counts()
         seq_ok = (n_i > 0).to(f64)
-        seq_mean = tokens.per_row(x) / n_i.clamp(min=1)
-        dev2 = (x - tokens.spread(seq_mean)).square() * ones
-        seq_std = (tokens.per_row(dev2) / n_i.clamp(min=1)).sqrt()
+        safe_n = n_i.clamp(min=1)
+        shift = row_sums[0] / safe_n  # sequence mean of lr minus the step's pivot
+        seq_mean = lr_pivot + shift
+        seq_std = (row_sums[1] / safe_n - shift.square()).clamp(min=0).sqrt()
         s = seq_mean.exp()
         seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
         seq_clip = ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
@@ -649,6 +652,8 @@ class _Tokens:
             # One nonzero() for all the gathers of the micro-batch (masked_select would redo it each time).
             self._index = valid.reshape(-1).nonzero().squeeze(1)
             self._lengths = valid.sum(1)
+            self._ends = self._lengths.cumsum(0)
+            self._starts = self._ends - self._lengths
             self.sel = None
         else:
             self.sel = valid.reshape(-1)
@@ -678,13 +683,24 @@ class _Tokens:
             return v[:1].sum()
         return v[self.sel.int().argmax()]
 
-    def per_row(self, v: torch.Tensor) -> torch.Tensor:
-        """Sum of ``v`` (zero at excluded positions) over each sequence's tokens, [B]."""
+    def row_counts(self) -> torch.Tensor:
+        """Tokens per sequence, float64 [B]."""
         import torch
 
         if self.sel is None:
-            return torch.segment_reduce(v, "sum", lengths=self._lengths)
-        return v.reshape(self._shape).sum(1)
+            return self._lengths.to(torch.float64)
+        return self.sel.reshape(self._shape).sum(1).to(torch.float64)
+
+    def row_sums(self, data: torch.Tensor, start: int, ones: torch.Tensor) -> torch.Tensor:
+        """Per-sequence sums [k, B] of ``data`` [k, n], the tokens ``start .. start + n`` (a chunk)."""
+        import torch
+
+        k, n = data.shape
+        if self.sel is not None:  # masked mode works on the whole batch in one chunk
+            return (data * ones).reshape(k, *self._shape).sum(2)
+        # Each sequence's share of this chunk (tokens are in sequence order).
+        lengths = (self._ends.clamp(max=start + n) - self._starts.clamp(min=start)).clamp(min=0)
+        return torch.segment_reduce(data, "sum", lengths=lengths.expand(k, -1), axis=1)
 
 
 def _check_2d(name: str, t: object) -> None:
