@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +302,26 @@ def test_container_command_and_healthcheck_work(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_image_build_context_makes_a_wheel_with_the_dashboards(tmp_path: Path) -> None:
+    # The Dockerfile's build stage, without Docker: copy what it copies, build the wheel from that alone.
+    build = (ROOT / "Dockerfile").read_text().split("\nFROM ")[1]  # the build stage
+    context = tmp_path / "ctx"
+    context.mkdir()
+    for src in re.findall(r"^COPY (?!--from)(.+?) \S+$", build, re.M):
+        for path in src.split():
+            if (ROOT / path).is_dir():
+                shutil.copytree(ROOT / path, context / path, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(ROOT / path, context / path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        cwd=context, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("sapo_monitor-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for shipped in [*(f"sapo_monitor/dashboards/{p.name}" for p in (ROOT / "dashboards").glob("*.json")),
+                    "sapo_monitor/dashboards/prometheus.yml", "sapo_monitor/dashboards/prometheus-rules.yml",
+                    "sapo_monitor/dashboards/grafana_push.py", "sapo_monitor/migrations/env.py"]:  # fmt: skip
+        assert shipped in names, f"{shipped} missing from the wheel"
