@@ -238,7 +238,7 @@ class StepAccumulator:
         d_s = s - 1.0 - self._pivots[2]
         seq_features = torch.stack([
             torch.ones_like(s), d_s, d_s.square(), seq_clip.to(f64), seq_std,
-            (seq_adv.abs() < ZERO_SIGNAL_ABS).to(f64), seq_len.to(f64), (m & ~finite).sum(1).to(f64),
+            (seq_adv.abs() < ZERO_SIGNAL_ABS).to(f64), seq_len.to(f64), seq_len.to(f64) - n_i,  # non-finite
         ])
         self._add_sum("seq", torch.stack([seq_ok, has_tokens.to(f64)]) @ seq_features.T)  # [2, len(_SEQ)]
         neg_inf = torch.full_like(seq_mean, -math.inf)
