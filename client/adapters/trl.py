@@ -303,10 +303,7 @@ class TRLAdapter:
                 "reward.mean": mean,
                 "reward.std": math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards)),
             }
-        if loss is not None:
-            kwargs["loss"] = float(loss)
-        if grad_norm is not None:
-            kwargs["grad_norm"] = float(grad_norm)
+        kwargs.update(_to_host(loss=loss, grad_norm=grad_norm))
         if lr is not None:
             kwargs["lr"] = lr
         try:
@@ -340,6 +337,22 @@ class TRLAdapter:
     def _disable(self, reason: str) -> None:
         self._disabled_reason = reason
         self._warn_once("disabled", f"sapo-monitor: {reason}")
+
+
+def _to_host(**values: Any) -> dict[str, float]:
+    """Scalars (0-d tensors or numbers) as floats, with one device-to-host copy for all device tensors."""
+    import torch
+
+    out = {k: float(v) for k, v in values.items() if v is not None and not isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    if tensors:
+        devices = {t.device for t in tensors.values()}
+        if len(devices) == 1:
+            stacked = torch.stack([t.detach().reshape(()).double() for t in tensors.values()])
+            out.update(zip(tensors, stacked.tolist(), strict=True))
+        else:
+            out.update({k: float(t) for k, t in tensors.items()})
+    return out
 
 
 def _make_callback(adapter: TRLAdapter) -> Any:
