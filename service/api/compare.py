@@ -11,7 +11,7 @@ from ..errors import BadRequest, ErrorOut, NotFound
 from ..rules.queries import first_alert_steps
 from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
 from ..storage.runs import get_runs
-from ..storage.series import bucket_width, may_have_nan, points
+from ..storage.series import bucket_width, fetch, points, uses_blocks
 from .deps import AuthDep, DbDep
 from .responses import json_response, wire_value, wire_values
 from .runs import MaxPoints, MetricQuery, StepBound, check_metrics
@@ -71,16 +71,21 @@ def _compare(db, principal, run_ids: list[str], metrics: list[str], from_step: i
         if not active:
             lo = hi = None
         else:
-            nan = any(may_have_nan(session, run_pk=i.pk, metrics=metrics, lo=lo, hi=hi) for i in runs)
+            blocks = uses_blocks(lo, hi, max_points)
+            pieces = {(i.run_id, m): fetch(session, run_pk=i.pk, metric=m, lo=lo, hi=hi, blocks=blocks)
+                      for i in runs for m in metrics}
+            nan = any(p.has_nan for p in pieces.values())
             width = bucket_width(lo, hi, max_points, 3 if nan else 2)
         metric_docs = {}
         summaries: dict[str, dict] = {i.run_id: {} for i in runs}
         for m in metrics:
             per_run = {}
+            overall = {}
             for info in runs:
                 if active:
-                    p = points(session, run_pk=info.pk, metric=m, lo=lo, hi=hi, width=width)
+                    p = points(pieces[info.run_id, m], width)
                     per_run[info.run_id] = dict(zip(p.step, p.value, strict=True))
+                    overall[info.run_id] = p.overall
                 else:
                     per_run[info.run_id] = {}
             steps = sorted(set().union(*per_run.values()))
@@ -91,7 +96,7 @@ def _compare(db, principal, run_ids: list[str], metrics: list[str], from_step: i
             ref = None
             for info in runs:
                 if active:
-                    s = summarize(session, run_pk=info.pk, metric=m, lo=lo, hi=hi)
+                    s = summarize(session, run_pk=info.pk, metric=m, lo=lo, hi=hi, overall=overall[info.run_id])
                 else:
                     s = Summary(best_is="max" if m in HIGHER_IS_BETTER else "min")
                 doc = {k: (wire_value(v) if isinstance(v, float) else v) for k, v in vars(s).items()}

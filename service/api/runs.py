@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import BadRequest, ErrorOut, NotFound
 from ..storage.runs import RunInfo, delete_run, get_run, latest_values, list_runs
-from ..storage.series import bucket_width, histogram_sum, may_have_nan, points
+from ..storage.series import bucket_width, fetch, histogram_sum, points, uses_blocks
 from .deps import AuthDep, DbDep
 from .responses import json_response, wire_value, wire_values
 from .schemas import NAME_PATTERN, RUN_ID_PATTERN, HistogramOut, RunOut, RunPageOut, SeriesOut
@@ -142,10 +142,12 @@ def series_doc(db, info: RunInfo, metrics: list[str], from_step: int | None, to_
         hi = min(info.last_step, to_step if to_step is not None else info.last_step)
     with db.read() as session:
         if lo is not None and hi is not None and lo <= hi:
-            nan = may_have_nan(session, run_pk=info.pk, metrics=metrics, lo=lo, hi=hi)
+            blocks = uses_blocks(lo, hi, max_points)
+            pieces = {m: fetch(session, run_pk=info.pk, metric=m, lo=lo, hi=hi, blocks=blocks) for m in metrics}
+            nan = any(p.has_nan for p in pieces.values())
             width = bucket_width(lo, hi, max_points, 3 if nan else 2)
             for m in metrics:
-                p = points(session, run_pk=info.pk, metric=m, lo=lo, hi=hi, width=width)
+                p = points(pieces[m], width)
                 series[m] = {"step": p.step, "value": wire_values(p.value)}
         else:
             lo = hi = None

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from .series import extremes, first_last, raw_points
+from .rollups import Stats
+from .series import extremes, first_last, mean
 
 __all__ = ["HIGHER_IS_BETTER", "Summary", "delta", "summarize"]
 
@@ -30,15 +31,21 @@ class Summary:
     best_is: str = "min"
 
 
-def summarize(session: Session, *, run_pk: int, metric: str, lo: int, hi: int) -> Summary:
+def summarize(
+    session: Session, *, run_pk: int, metric: str, lo: int, hi: int, overall: Stats | None = None
+) -> Summary:
     """Step range, first and last value, best and worst (with steps) and the mean over the last 10%
-    of the metric's steps in ``[lo, hi]``. A NaN anywhere in that last 10% makes its mean NaN."""
+    of the metric's steps in ``[lo, hi]``. A NaN anywhere in that last 10% makes its mean NaN.
+
+    ``overall``: the metric's ``[min, min_step, max, max_step, nan_step]`` over ``[lo, hi]`` when the
+    caller has it already (the downsampled series computes it on the way).
+    """
     out = Summary(best_is="max" if metric in HIGHER_IS_BETTER else "min")
     fl = first_last(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)
     if fl is None:
         return out
     (out.first_step, out.first), (out.last_step, out.last) = fl
-    st = extremes(session, run_pk=run_pk, metric=metric, lo=out.first_step, hi=out.last_step)
+    st = overall if overall is not None else extremes(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)
     if st is not None and st[0] is not None:
         lo_pair, hi_pair = (st[0], st[1]), (st[2], st[3])
         best, worst = (hi_pair, lo_pair) if out.best_is == "max" else (lo_pair, hi_pair)
@@ -46,11 +53,8 @@ def summarize(session: Session, *, run_pk: int, metric: str, lo: int, hi: int) -
         out.worst, out.worst_step = worst
     span = out.last_step - out.first_step + 1
     start = out.last_step - max(1, math.ceil(span * 0.1)) + 1
-    tail = [v for _, v in raw_points(session, run_pk=run_pk, metric=metric, lo=start, hi=out.last_step)]
-    if tail:
-        finite = all(math.isfinite(v) for v in tail)
-        # sum() of mixed infinities gives NaN, which is the honest mean; fsum would raise.
-        out.mean_last_10pct = (math.fsum(tail) if finite else sum(tail)) / len(tail)
+    out.mean_last_10pct = mean(session, run_pk=run_pk, metric=metric, lo=start, hi=out.last_step,
+                               nan_free=st is not None and st[4] is None)
     return out
 
 

@@ -32,14 +32,18 @@ from .rollups import Stats, merge_stats
 
 __all__ = [
     "RAW_LIMIT",
+    "Pieces",
     "Points",
     "bucket_width",
     "extremes",
+    "fetch",
     "first_last",
     "histogram_sum",
     "may_have_nan",
+    "mean",
     "points",
     "raw_points",
+    "uses_blocks",
 ]
 
 _B = ROLLUP_BLOCK
@@ -51,6 +55,7 @@ _WIRE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 class Points:
     step: list[int]
     value: list[float]
+    overall: Stats | None = None  # [min, min_step, max, max_step, nan_step] over the whole range
 
 
 def bucket_width(lo: int, hi: int, max_points: int, per_bucket: int) -> int | None:
@@ -75,7 +80,8 @@ def _catalogue_raw(session: Session, run_pk: int, metric: str, lo: int, hi: int,
         .order_by(t.c.step.desc() if desc else t.c.step)
     )
     out = []
-    for step, v, nan in session.execute(q):
+    result = session.execute(q)
+    for step, v, nan in result if limit is not None else result.all():  # stream when a few rows suffice
         if v is not None:
             out.append((step, v))
         elif metric in nan.split(","):
@@ -122,7 +128,7 @@ def _metric_blocks(session: Session, run_pk: int, metric: str, first: int, last:
     where = (t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last)
     if metric in CATALOGUE_COLUMNS:
         cols = [t.c[rollup_column(metric, stat)] for stat, _ in ROLLUP_STATS]
-        for block, *st in session.execute(select(t.c.block, *cols).where(*where, _present(metric))):
+        for block, *st in session.execute(select(t.c.block, *cols).where(*where, _present(metric))).all():
             yield block, st
         return
     for block, extra in session.execute(select(t.c.block, t.c.extra).where(*where, _present(metric))):
@@ -135,33 +141,61 @@ def _point_stats(step: int, v: float) -> Stats:
     return [None, None, None, None, step] if v != v else [v, step, v, step, None]
 
 
-def _stats_by_bucket(session: Session, run_pk: int, metric: str, lo: int, hi: int, width: int) -> dict[int, Stats]:
-    acc: dict[int, Stats] = {}
+@dataclass
+class Pieces:
+    """One metric over ``[lo, hi]``: stats of whole rollup blocks, and raw points everywhere else."""
 
-    def add(bucket: int, st: Stats) -> None:
-        acc[bucket] = merge_stats(acc[bucket], st) if bucket in acc else st
+    blocks: list[tuple[int, Stats]]
+    raw: list[tuple[int, float]]
 
+    @property
+    def has_nan(self) -> bool:
+        return any(st[4] is not None for _, st in self.blocks) or any(v != v for _, v in self.raw)
+
+
+def uses_blocks(lo: int, hi: int, max_points: int) -> bool:
+    """Whether a query over ``[lo, hi]`` at ``max_points`` reads rollup blocks (see :func:`bucket_width`)."""
+    span = hi - lo + 1
+    return span > max_points and span > RAW_LIMIT
+
+
+def fetch(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, blocks: bool) -> Pieces:
+    """The data a (downsampled) series of ``metric`` over ``[lo, hi]`` needs: whole blocks from the
+    rollups when ``blocks``, and the raw points of the partial blocks at the edges (or of everything)."""
     first, last = _full_blocks(lo, hi)
-    if width % _B == 0 and first <= last:
-        edges = [(lo, first * _B - 1), ((last + 1) * _B, hi)]
-        for block, st in _metric_blocks(session, run_pk, metric, first, last):
-            add(block * _B // width, st)
-    else:
-        edges = [(lo, hi)]
-    for a, b in edges:
+    if not blocks or first > last:
+        return Pieces([], raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi))
+    raw: list[tuple[int, float]] = []
+    for a, b in ((lo, first * _B - 1), ((last + 1) * _B, hi)):
         if a <= b:
-            for step, v in raw_points(session, run_pk=run_pk, metric=metric, lo=a, hi=b):
-                add(step // width, _point_stats(step, v))
+            raw.extend(raw_points(session, run_pk=run_pk, metric=metric, lo=a, hi=b))
+    return Pieces(list(_metric_blocks(session, run_pk, metric, first, last)), raw)
+
+
+def _buckets(pieces: Pieces, width: int) -> dict[int, Stats]:
+    acc: dict[int, Stats] = {}
+    for block, st in pieces.blocks:  # width is a multiple of the block size here
+        b = block * _B // width
+        acc[b] = merge_stats(acc[b], st) if b in acc else st
+    for step, v in pieces.raw:
+        b = step // width
+        st = _point_stats(step, v)
+        acc[b] = merge_stats(acc[b], st) if b in acc else st
     return acc
 
 
-def points(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, width: int | None) -> Points:
-    """The series of ``metric`` over ``[lo, hi]``: raw when ``width`` is None, else min/max per bucket."""
+def points(pieces: Pieces, width: int | None) -> Points:
+    """The series: every raw point when ``width`` is None, else min/max (and first NaN) per bucket."""
     if width is None:
-        pts = raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)
-        return Points([s for s, _ in pts], [v for _, v in pts])
+        assert not pieces.blocks, "raw series from rollup blocks"
+        overall = None
+        for step, v in pieces.raw:
+            st = _point_stats(step, v)
+            overall = st if overall is None else merge_stats(overall, st)
+        return Points([s for s, _ in pieces.raw], [v for _, v in pieces.raw], overall)
     out = Points([], [])
-    for _, st in sorted(_stats_by_bucket(session, run_pk, metric, lo, hi, width).items()):
+    for _, st in sorted(_buckets(pieces, width).items()):
+        out.overall = st if out.overall is None else merge_stats(out.overall, st)
         chosen: dict[int, float] = {}
         if st[0] is not None:
             chosen[st[1]] = st[0]
@@ -177,11 +211,35 @@ def points(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, widt
 def extremes(session: Session, *, run_pk: int, metric: str, lo: int, hi: int) -> Stats | None:
     """``[min, min_step, max, max_step, nan_step]`` of ``metric`` over ``[lo, hi]``."""
     width = -(-(hi + 1) // _B) * _B  # one bucket (aligned at 0) holding all of [lo, hi]
-    acc = _stats_by_bucket(session, run_pk, metric, lo, hi, width)
+    acc = _buckets(fetch(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi, blocks=True), width)
     merged: Stats | None = None
     for st in acc.values():
         merged = st if merged is None else merge_stats(merged, st)
     return merged
+
+
+def mean(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, nan_free: bool = False) -> float | None:
+    """Mean of ``metric`` over ``[lo, hi]`` (NaN if any value there is NaN; None if it has no value).
+
+    ``nan_free``: the caller knows there is no NaN in the range (skips that check).
+    """
+    if metric not in CATALOGUE_COLUMNS:
+        pts = [v for _, v in raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)]
+        if not pts:
+            return None
+        return sum(pts) / len(pts) if all(v == v for v in pts) else math.nan
+    if not nan_free and may_have_nan(session, run_pk=run_pk, metrics=[metric], lo=lo, hi=hi) and any(
+        v != v for _, v in raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)
+    ):
+        return math.nan
+    t = Step.__table__
+    col = t.c[CATALOGUE_COLUMNS[metric]]
+    avg, n = session.execute(
+        select(func.avg(col), func.count(col)).where(t.c.run_pk == run_pk, t.c.step >= lo, t.c.step <= hi)
+    ).one()
+    if not n:
+        return None
+    return math.nan if avg is None else float(avg)  # NULL from +inf + -inf on SQLite
 
 
 def _present(metric: str):  # type: ignore[no-untyped-def]
