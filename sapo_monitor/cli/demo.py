@@ -1,4 +1,4 @@
-"""``sapo-monitor demo``: everything on one machine, nothing else running, about five minutes on 2 cores."""
+"""``sapo-monitor demo``: everything on one machine, nothing else running, a few minutes on 2 CPU cores."""
 
 from __future__ import annotations
 
