@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -145,3 +146,19 @@ def test_rewards_follow_their_sequences_through_trl_shuffle(tmp_path):
         expected = torch.tensor(reward_digits(completions, answers))
         assert torch.allclose(batch[_REWARD_KEY], expected, atol=1e-6), (prompts, completions)
         assert torch.equal(rec.steps[step][0]["rewards"], batch[_REWARD_KEY])
+
+
+def test_liger_kernel_is_checked_at_attach(tmp_path, caplog, recwarn):
+    """TRL 1.16 with use_liger_kernel=True keeps per-token log-probs (layer kernels only): no warning.
+    A TRL that routes the loss through Liger's fused GRPO loss (``liger_grpo_loss``) gets one warning
+    at attach time, naming what will be missing. (liger-kernel needs a GPU, so nothing trains here.)"""
+    caplog.set_level(logging.INFO, logger="sapo_monitor.client.trl")
+    layer_only = make_trainer(tmp_path / "a", use_liger_kernel=True)
+    client.attach(layer_only, run="trl-liger-layers", spool_dir=tmp_path / "spool").close()
+    assert not [w for w in recwarn if issubclass(w.category, TRLLogpsMissingWarning)]
+    assert any("layer kernels only" in r.getMessage() for r in caplog.records)
+
+    fused = make_trainer(tmp_path / "b", use_liger_kernel=True)
+    fused.liger_grpo_loss = object()  # what older TRL sets when the loss runs in Liger's kernel
+    with pytest.warns(TRLLogpsMissingWarning, match=r"ratio\.\*.*use_liger_kernel=False"):
+        client.attach(fused, run="trl-liger-fused", spool_dir=tmp_path / "spool").close()
