@@ -303,10 +303,10 @@ class TRLAdapter:
                 "reward.mean": mean,
                 "reward.std": math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards)),
             }
-        kwargs.update(_to_host(loss=loss, grad_norm=grad_norm))
         if lr is not None:
             kwargs["lr"] = lr
         try:
+            kwargs.update(_to_host(loss=loss, grad_norm=grad_norm))
             record = self.monitor.end_step(step, **kwargs)
         except Exception as exc:
             self._warn_once("end_step", f"sapo-monitor: closing TRL step {step} failed ({exc!r}); training goes on")
