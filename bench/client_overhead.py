@@ -146,6 +146,8 @@ def main() -> None:
                     row = trl_row(server=service.url)
                     print(f"  bare {row['bare_s'] * 1e3:.1f} ms/step, attached {row['attached_s'] * 1e3:.1f} ms/step,"
                           f"   ratio {row['ratio']:.3f}   (target <= 1.05)")
+                    print(f"  CPU time: ratio {row['cpu_ratio']:.3f}; inside monitor calls "
+                          f"{row['monitor_ms_per_step']:.2f} ms/step ({row['monitor_share'] * 100:.1f}% of the step)")
                 except Exception as exc:  # the row is optional: trl may be missing
                     print(f"  skipped: {type(exc).__name__}: {exc}")
         finally:
