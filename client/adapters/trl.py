@@ -392,7 +392,7 @@ def attach_trl(
 
     The algorithm, the ``StatsConfig`` and the run config (the whole ``GRPOConfig``, secrets
     redacted) come from ``trainer.args`` unless given. The run is tagged ``trainer=trl``,
-    ``loss_type=<TRL loss_type>`` and ``ratio_source``: ``on_policy`` when TRL computes no old
+    ``trl_version``, ``loss_type=<TRL loss_type>`` and ``ratio_source``: ``on_policy`` when TRL computes no old
     log-probs (ratios are 1 by construction; the reason is logged once), else ``old_logps``.
     With ``mirror_to_trainer_logs`` (default) a few key statistics also go into TRL's own logs
     as ``sapo_monitor/<name>``.
@@ -415,6 +415,7 @@ def attach_trl(
         stats_config=stats_config or StatsConfig(**trl_config.stats_config_kwargs(args)),
         tags={
             "trainer": "trl",
+            "trl_version": trl_compat.trl_version(),
             "loss_type": str(args.loss_type),
             "ratio_source": "on_policy" if on_policy else "old_logps",
             **(tags or {}),

@@ -58,7 +58,8 @@ class IncompatibleTRLError(SapoMonitorError, RuntimeError):
     """The trainer lacks a name the TRL adapter needs (TRL renamed or removed it)."""
 
 
-def _trl_version() -> str:
+def trl_version() -> str:
+    """The installed TRL's version string ("unknown" if it cannot be read)."""
     try:
         import trl  # the trainer is a TRL trainer, so trl is importable here
 
@@ -118,7 +119,7 @@ def check_trainer(trainer: Any, *, need_metrics: bool = True) -> list[str]:
 
     if problems:
         raise IncompatibleTRLError(
-            f"sapo-monitor's TRL adapter does not match trl {_trl_version()} "
+            f"sapo-monitor's TRL adapter does not match trl {trl_version()} "
             f"({type(trainer).__module__}.{type(trainer).__qualname__}): "
             + "; ".join(problems)
             + ". Pin trl to a version listed in the sapo-monitor[trl] extra or report this."

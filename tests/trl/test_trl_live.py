@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import trl
 from sapo_monitor.client.adapters.trl import MIRROR_KEYS, MIRROR_PREFIX, adapter_for
 from sapo_monitor.client.stats import compute_step_stats
 from transformers import TrainerCallback
@@ -70,6 +71,7 @@ def test_sapo_with_two_iterations(tmp_path, service):
     run = service.run("trl-sapo-it2")
     assert run["algorithm"] == "sapo"
     assert run["tags"]["ratio_source"] == "old_logps" and run["tags"]["trainer"] == "trl"
+    assert run["tags"]["trl_version"] == trl.__version__ and run["tags"]["loss_type"] == "sapo"
     assert run["config"]["loss_type"] == "sapo" and run["config"]["num_iterations"] == 2
 
     # the second pass over each rollout batch is off-policy: the ratio leaves 1
