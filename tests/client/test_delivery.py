@@ -164,3 +164,32 @@ def test_cli_upload_sends_an_offline_spool_idempotently(receiver, fast_settings)
     again = runner.invoke(app, ["upload", str(root), "--server", receiver.url])
     assert again.exit_code == 0 and "Sent 0 step(s)" in again.output
     assert receiver.step_numbers("d-11") == list(range(30))
+
+
+def _spooled_steps(spool: Spool) -> list[int]:
+    import gzip
+    import json
+
+    steps = []
+    for batch_id in spool.pending():
+        steps += [s["step"] for s in json.loads(gzip.decompress(spool.read(batch_id)))["steps"]]
+    return sorted(steps)
+
+
+def test_a_full_queue_spills_to_disk_instead_of_dropping(fast_settings, caplog):
+    settings = fast_settings.model_copy(update={"queue_size": 1, "flush_interval": 0.5})
+    mon = init("d-12", settings=settings)  # offline: every step must end up in the spool
+    _steps(mon, range(200))
+    mon.close()
+    assert _spooled_steps(Spool(mon.spool_dir)) == list(range(200))
+    assert len(_warnings(caplog, "queue full")) == 1
+
+
+def test_steps_after_close_are_kept_on_disk(receiver, fast_settings, caplog):
+    mon = init("d-13", server=receiver.url, settings=fast_settings)
+    _steps(mon, range(3))
+    mon.close()
+    _steps(mon, range(3, 5))  # e.g. a trainer that keeps going after an early close
+    assert receiver.step_numbers("d-13") == [0, 1, 2]
+    assert _spooled_steps(Spool(mon.spool_dir)) == [3, 4]
+    assert _warnings(caplog, "was closed")
