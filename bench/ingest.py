@@ -186,7 +186,7 @@ def ensure_mlflow() -> Path:
 # Runs inside the MLflow venv: logs the records with log_batch, and reads metric history back.
 MLFLOW_CLIENT = r'''
 import json, statistics, sys, time
-import httpx
+import requests
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 uri, steps, query_steps, repeat, metric_key = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -214,8 +214,8 @@ for k in range(4):
 lat = []
 for _ in range(repeat):
     t0 = time.perf_counter()
-    r = httpx.get(uri + "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
-                  params={"run_ids": runs, "metric_key": metric_key, "max_results": 1000}, timeout=600)
+    r = requests.get(uri + "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
+                     params={"run_ids": runs, "metric_key": metric_key, "max_results": 1000}, timeout=600)
     r.raise_for_status()
     lat.append(time.perf_counter() - t0)
 out["bulk_interval_p50_ms"] = 1000 * statistics.median(lat)

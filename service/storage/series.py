@@ -59,12 +59,17 @@ class Points:
 
 
 def bucket_width(lo: int, hi: int, max_points: int, per_bucket: int) -> int | None:
-    """Steps per bucket for ``[lo, hi]`` at ``max_points``; ``None`` when no downsampling is needed."""
+    """Steps per bucket for ``[lo, hi]`` at ``max_points``; ``None`` when no downsampling is needed.
+
+    Buckets are aligned at multiples of the width, so ``[lo, hi]`` can touch one more bucket than
+    ``span / width``: the width leaves room for it, and with room for a single bucket only, that
+    bucket is ``[0, hi]``. Never more than ``max_points`` points come out.
+    """
     span = hi - lo + 1
     if span <= max_points:
         return None
-    buckets = max(1, max_points // per_bucket - 1)  # -1: alignment can add one partial bucket
-    width = max(1, -(-span // buckets))
+    buckets = max_points // per_bucket
+    width = -(-span // (buckets - 1)) if buckets >= 2 else hi + 1
     if span > RAW_LIMIT:
         width = -(-width // _B) * _B
     return width

@@ -113,9 +113,11 @@ def test_downsampling_keeps_one_step_spikes_at_any_max_points(service: httpx.Cli
         assert got.get(spike) == 9.0 and got.get(dip) == -5.0 and got.get(nan_at) == "NaN", max_points
         assert doc["downsampling"]["method"] == "minmax" and doc["downsampling"]["bucket_steps"] >= n // max_points
     # A window inside the run: partial blocks at both ends, read from the raw steps.
-    doc = series(service, "spiky", "log_ratio.std", from_step=13_400, to_step=13_500, max_points=10)
-    pts = doc["series"]["log_ratio.std"]
-    assert 9.0 in pts["value"] and min(pts["step"]) >= 13_400 and max(pts["step"]) <= 13_500
+    for max_points in (3, 4, 10):
+        doc = series(service, "spiky", "log_ratio.std", from_step=13_400, to_step=13_500, max_points=max_points)
+        pts = doc["series"]["log_ratio.std"]
+        assert 9.0 in pts["value"] and min(pts["step"]) >= 13_400 and max(pts["step"]) <= 13_500
+        assert len(pts["step"]) <= max_points
 
 
 def test_compare_aligns_runs_and_summarises_with_deltas(service: httpx.Client) -> None:
