@@ -16,14 +16,17 @@ Choices the catalogue leaves open, fixed here:
 - With per-token advantages [B, T], a sequence's advantage (for ``clip.seq_frac`` and
   ``groups.zero_signal_frac``) is the mean of A over its masked tokens.
 - ``reward.*`` are over all B entries of ``rewards``.
-- Log-ratio quantiles use linear interpolation between order statistics (numpy's default). They come
-  from a fine histogram (bin width 1/512 over [-8, 8) with each bin's exact min and max), so they
-  are exact when the bracketing order statistics are alone in their bin or tied, and within 1/512
-  otherwise; an order statistic outside [-8, 8) is computed exactly from the kept log-ratios.
+- Log-ratio quantiles use linear interpolation between order statistics (numpy's default). On a CPU,
+  a step of at most 65,536 tokens sorts its log-ratios: exact. Larger steps, and every step on an
+  accelerator, use a fine histogram (bin width 1/512 over [-8, 8) with each bin's exact min and max):
+  exact when the bracketing order statistics are alone in their bin or tied, within 1/512 otherwise;
+  an order statistic outside [-8, 8) is then computed exactly from the kept log-ratios.
 
-Everything is computed in float64 on the inputs' device (float32 or bf16 inputs are upcast first),
-without gradients, and reaches the host in one transfer per step (a second one only in the rare case
-of a quantile outside [-8, 8)).
+Everything is computed in float64 on the inputs' device (float32 or bf16 inputs are upcast after the
+tokens are gathered), without gradients. On an accelerator (masked layout, no data-dependent shapes)
+a step's numbers reach the host in one transfer (a second one only for a quantile outside [-8, 8));
+on a CPU, where a transfer costs nothing, the finite masked tokens are gathered first (faster).
+Log-ratios above ~709 overflow the float64 ratio: ratio statistics of such a step are infinite/NaN.
 """
 
 from __future__ import annotations
