@@ -63,11 +63,14 @@ class LiveService:
         r.raise_for_status()
         return r.json()
 
-    def steps(self, run_id: str, metric: str = "loss") -> list[int]:
+    def series(self, run_id: str, metric: str) -> dict[str, list]:
         r = httpx.get(f"{self.url}/api/v1/runs/{run_id}/series",
                       params={"metric": metric, "max_points": 100000}, timeout=10)
         r.raise_for_status()
-        return r.json()["series"][metric]["step"]
+        return r.json()["series"][metric]
+
+    def steps(self, run_id: str, metric: str = "loss") -> list[int]:
+        return self.series(run_id, metric)["step"]
 
     def step_metrics(self, run_id: str, step: int, metrics: list[str]) -> dict[str, Any]:
         r = httpx.get(f"{self.url}/api/v1/runs/{run_id}/series",

@@ -119,6 +119,10 @@ def test_attach_delivers_every_step_to_the_live_service_killed_mid_run(live_serv
     assert (run["first_step"], run["last_step"]) == (1, 16)
     values = live_service.step_metrics("live-1", 16, ["ratio.std", "gate.weight_mean", "tokens.count"])
     assert values["tokens.count"] > 0 and 0 < values["gate.weight_mean"] <= 1
+    hist = httpx.get(f"{live_service.url}/api/v1/runs/live-1/histogram", timeout=10).json()
+    finite_tokens = sum(live_service.series("live-1", "tokens.count")["value"]) - sum(
+        live_service.series("live-1", "nonfinite.token_count")["value"])
+    assert hist["steps"] == 16 and len(hist["counts"]) == 42 and sum(hist["counts"]) == finite_tokens
     assert any("cannot deliver run live-1" in r.getMessage() for r in caplog.records), "no outage happened"
     assert not list((mon.spool_dir / "batches").glob("*"))
 
