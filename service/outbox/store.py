@@ -25,7 +25,9 @@ __all__ = [
     "claim_due",
     "delivery_counts",
     "enqueue",
+    "enqueue_rows",
     "list_deliveries",
+    "outbox_row",
     "pending_count",
     "record_attempt",
     "release",
@@ -62,20 +64,29 @@ class DeliveryRecord:
     error: str | None
 
 
+def outbox_row(*, webhook_id: int, event_id: str, order_key: str, body: bytes, now: float) -> dict:
+    """One outbox row (due at once) for :func:`enqueue_rows`."""
+    return {
+        "webhook_id": webhook_id,
+        "event_id": event_id,
+        "order_key": order_key,
+        "body": body.decode(),
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+    }
+
+
+def enqueue_rows(session: Session, rows: list[dict]) -> None:
+    """Insert outbox rows in one statement, in list order (ids follow it: that is the delivery order)."""
+    session.connection().execute(insert(_O), rows)
+
+
 def enqueue(session: Session, *, webhook_id: int, event_id: str, order_key: str, body: bytes, now: float) -> None:
     """Add one event for one webhook, due at once (inside the caller's transaction)."""
-    session.execute(
-        insert(_O).values(
-            webhook_id=webhook_id,
-            event_id=event_id,
-            order_key=order_key,
-            body=body.decode(),
-            status="pending",
-            attempts=0,
-            created_at=now,
-            next_attempt_at=now,
-        )
-    )
+    enqueue_rows(session, [outbox_row(webhook_id=webhook_id, event_id=event_id, order_key=order_key, body=body,
+                                      now=now)])
 
 
 def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, limit: int = 20) -> list[Claimed]:

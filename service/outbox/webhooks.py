@@ -11,7 +11,16 @@ from sqlalchemy.orm import Session
 from ..rules.model import severity_rank
 from ..storage.alert_models import Webhook
 
-__all__ = ["WebhookInfo", "create_webhook", "delete_webhook", "get_webhook", "list_webhooks", "matching_webhooks"]
+__all__ = [
+    "Target",
+    "WebhookInfo",
+    "create_webhook",
+    "delete_webhook",
+    "enabled_webhooks",
+    "get_webhook",
+    "list_webhooks",
+    "matching_webhooks",
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,32 @@ def get_webhook(session: Session, webhook_id: int) -> WebhookInfo | None:
 def delete_webhook(session: Session, *, webhook_id: int) -> bool:
     """Delete a webhook with its outbox rows and delivery records (cascade)."""
     return bool(session.execute(delete(Webhook).where(Webhook.id == webhook_id)).rowcount)
+
+
+@dataclass(frozen=True)
+class Target:
+    """An enabled webhook as the ingest path needs it (loaded once per batch with transitions)."""
+
+    id: int
+    format: str
+    project: str | None
+    run_id: str | None
+    min_rank: int
+
+    def covers(self, project: str | None, run_id: str, severity: str) -> bool:
+        if self.project is not None and self.project != project:
+            return False
+        if self.run_id is not None and self.run_id != run_id:
+            return False
+        return severity_rank(severity) >= self.min_rank
+
+
+def enabled_webhooks(session: Session) -> list[Target]:
+    w = Webhook.__table__
+    rows = session.execute(
+        select(w.c.id, w.c.format, w.c.project, w.c.run_id, w.c.min_severity).where(w.c.enabled.is_(True)).order_by(w.c.id)
+    ).all()
+    return [Target(r.id, r.format, r.project, r.run_id, severity_rank(r.min_severity)) for r in rows]
 
 
 def matching_webhooks(session: Session, *, project: str | None, run_id: str, severity: str) -> list[Webhook]:

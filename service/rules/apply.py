@@ -14,15 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..outbox.payloads import AlertEvent, render
-from ..outbox.store import enqueue
-from ..outbox.webhooks import matching_webhooks
+from ..outbox.store import enqueue_rows, outbox_row
+from ..outbox.webhooks import enabled_webhooks
 from ..storage.alert_models import Alert, AlertTransition, RuleState
 from ..storage.models import Project, Run
-from .evaluate import FIRING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
+from .evaluate import FIRING, PENDING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
 from .model import Rule
 from .store import cached_rules
 
@@ -91,6 +91,10 @@ def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput]
     project = project_name(session, run.project_id)
     rules = [r for r in cached_rules(session) if r.applies_to(project, run.run_id)]
     transitions = evaluate_batch(rules, state, run.run_id, steps)
+    for lc in state.rules.values():  # when the service saw each still-pending alert open
+        opened = lc.get("o")
+        if opened is not None and opened["wall"] is None:
+            opened["wall"] = now
     save_state(session, run.pk, state, exists, now)
     if transitions:
         apply_transitions(session, run, project, {r.id: r for r in rules}, transitions, now=now)
@@ -102,6 +106,15 @@ def _notifiable(t: Transition) -> bool:
     return t.to_state == FIRING or (t.to_state == RESOLVED and t.from_state == FIRING)
 
 
+def _transition_row(t: Transition, run_pk: int, at: float, values_doc: str | None = None) -> dict:
+    return {
+        "event_id": t.id, "alert_id": t.alert_id, "run_pk": run_pk, "rule_id": t.rule_id,
+        "severity": t.severity, "from_state": t.from_state, "to_state": t.to_state, "step": t.step,
+        "step_time": t.time, "at": at,
+        "metric_values": values_doc or json.dumps(t.values, separators=(",", ":"), allow_nan=False),
+    }
+
+
 def apply_transitions(
     session: Session,
     run: RunRef,
@@ -111,64 +124,56 @@ def apply_transitions(
     *,
     now: float,
 ) -> None:
-    """Write alert rows, transition rows and (for notifiable transitions) outbox rows, in order."""
+    """Write alert rows, transition rows and (for notifiable transitions) outbox rows, in order.
+
+    Only alerts that fire are stored: a pending alert lives in the run's rule state (the API lists it
+    from there) and, when it fires, is written with its opening transition; one that clears while
+    pending leaves nothing. A handful of statements per batch whatever the number of transitions:
+    new alerts in one insert, each changed alert updated once to its final state, transitions and
+    outbox rows in one insert each, in transition order.
+    """
     alerts = Alert.__table__
-    started: dict[str, float] = {}
+    new_alerts: dict[str, dict] = {}
+    changed: dict[str, dict] = {}
+    rows: list[dict] = []
+    outbox: list[dict] = []
+    hooks: list | None = None
     run_meta = None
     for t in transitions:
+        if t.to_state == PENDING or (t.from_state == PENDING and t.to_state == RESOLVED):
+            continue  # never fired: nothing stored
         values_doc = json.dumps(t.values, separators=(",", ":"), allow_nan=False)
-        if t.from_state is None:
-            session.execute(
-                insert(alerts).values(
-                    id=t.alert_id,
-                    run_pk=run.pk,
-                    rule_id=t.rule_id,
-                    severity=t.severity,
-                    state=t.to_state,
-                    started_step=t.step,
-                    started_at=now,
-                    fired_step=t.step if t.to_state == FIRING else None,
-                    fired_at=now if t.to_state == FIRING else None,
-                    metric_values=values_doc,
-                )
-            )
-            started[t.alert_id] = now
-        elif t.to_state == FIRING:
-            session.execute(
-                update(alerts)
-                .where(alerts.c.id == t.alert_id)
-                .values(state=FIRING, fired_step=t.step, fired_at=now, metric_values=values_doc)
-            )
+        if t.from_state is None or t.from_state == PENDING:  # the alert fires: its row is written now
+            opened = t.opened if t.from_state == PENDING else None
+            new_alerts[t.alert_id] = {
+                "id": t.alert_id, "run_pk": run.pk, "rule_id": t.rule_id, "severity": t.severity,
+                "state": FIRING, "started_step": opened.step if opened else t.step,
+                "started_at": (opened.wall or now) if opened else now,
+                "fired_step": t.step, "fired_at": now,
+                "resolved_step": None, "resolved_at": None, "metric_values": values_doc,
+            }
+            if opened is not None:
+                rows.append(_transition_row(opened, run.pk, opened.wall or now))
         else:
-            session.execute(
-                update(alerts)
-                .where(alerts.c.id == t.alert_id)
-                .values(state=RESOLVED, resolved_step=t.step, resolved_at=now, metric_values=values_doc)
-            )
-        session.execute(
-            insert(AlertTransition.__table__).values(
-                event_id=t.id,
-                alert_id=t.alert_id,
-                run_pk=run.pk,
-                rule_id=t.rule_id,
-                severity=t.severity,
-                from_state=t.from_state,
-                to_state=t.to_state,
-                step=t.step,
-                step_time=t.time,
-                at=now,
-                metric_values=values_doc,
-            )
-        )
+            target = new_alerts.get(t.alert_id) or changed.setdefault(t.alert_id, {"b_id": t.alert_id})
+            if t.to_state == FIRING:
+                target.update(state=FIRING, fired_step=t.step, fired_at=now, metric_values=values_doc)
+            else:
+                target.update(state=RESOLVED, resolved_step=t.step, resolved_at=now, metric_values=values_doc)
+        rows.append(_transition_row(t, run.pk, now, values_doc))
         if not _notifiable(t):
             continue
-        hooks = matching_webhooks(session, project=project, run_id=run.run_id, severity=t.severity)
-        if not hooks:
+        if hooks is None:
+            hooks = enabled_webhooks(session)
+        targets = [h for h in hooks if h.covers(project, run.run_id, t.severity)]
+        if not targets:
             continue
         if run_meta is None:
             run_meta = session.execute(select(Run.name, Run.algorithm).where(Run.id == run.pk)).one()
-        if t.alert_id not in started:
-            started[t.alert_id] = session.scalar(select(alerts.c.started_at).where(alerts.c.id == t.alert_id)) or now
+        if t.alert_id in new_alerts:
+            started = new_alerts[t.alert_id]["started_at"]
+        else:
+            started = session.scalar(select(alerts.c.started_at).where(alerts.c.id == t.alert_id)) or now
         rule = rules.get(t.rule_id)
         event = AlertEvent(
             event_id=t.id,
@@ -182,14 +187,27 @@ def apply_transitions(
             project=project,
             step=t.step,
             at=now,
-            started_at=started[t.alert_id],
+            started_at=started,
             run_name=run_meta.name,
             algorithm=run_meta.algorithm,
             step_time=t.time,
             values=t.values,
             description=rule.description if rule else "",
         )
-        for hook in hooks:
-            enqueue(session, webhook_id=hook.id, event_id=t.id, order_key=run.run_id, body=render(hook.format, event), now=now)
-
-
+        outbox += [outbox_row(webhook_id=h.id, event_id=t.id, order_key=run.run_id, body=render(h.format, event),
+                              now=now) for h in targets]
+    conn = session.connection()
+    if new_alerts:
+        conn.execute(insert(alerts), list(new_alerts.values()))
+    by_keys: dict[frozenset, list[dict]] = {}
+    for upd in changed.values():
+        by_keys.setdefault(frozenset(upd), []).append(upd)
+    for keys, group in by_keys.items():
+        stmt = update(alerts).where(alerts.c.id == bindparam("b_id")).values(
+            {k: bindparam(k) for k in keys if k != "b_id"}
+        )
+        conn.execute(stmt, group)
+    if rows:
+        conn.execute(insert(AlertTransition.__table__), rows)
+    if outbox:
+        enqueue_rows(session, outbox)

@@ -17,7 +17,7 @@ import copy
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sapo_monitor.client.wire import encode_float
@@ -71,6 +71,11 @@ class Transition:
     step: int
     time: float | None
     values: dict[str, Any]
+    # On pending -> firing: the transition that opened the alert (None -> pending). Storage writes an
+    # alert only once it fires, with this as its first transition; an alert that clears while still
+    # pending leaves no rows (as in Prometheus), so a metric that flickers costs no writes.
+    opened: Transition | None = None
+    wall: float | None = None  # on ``opened``: when the service saw the pending step
 
 
 @dataclass
@@ -262,22 +267,29 @@ def evaluate_batch(
             idle = lc["s"] is None
             if change is None:
                 continue
-            found.append((
-                s.step,
-                order,
-                Transition(
-                    id=uuid.uuid4().hex,
-                    alert_id=lc["a"] or alert_id,
-                    run_id=run_id,
-                    rule_id=rule.id,
-                    severity=rule.severity,
-                    from_state=change[0],
-                    to_state=change[1],
-                    step=s.step,
-                    time=s.time,
-                    values=rule_values(rule, det, metrics),
-                ),
-            ))
+            t = Transition(
+                id=uuid.uuid4().hex,
+                alert_id=lc["a"] or alert_id,
+                run_id=run_id,
+                rule_id=rule.id,
+                severity=rule.severity,
+                from_state=change[0],
+                to_state=change[1],
+                step=s.step,
+                time=s.time,
+                values=rule_values(rule, det, metrics),
+            )
+            if change[1] == PENDING:
+                lc["o"] = {"id": t.id, "step": t.step, "time": t.time, "values": t.values, "wall": None}
+            elif change[0] == PENDING:
+                o = lc.pop("o", None)
+                if change[1] == FIRING and o is not None:
+                    t = replace(t, opened=Transition(
+                        id=o["id"], alert_id=t.alert_id, run_id=run_id, rule_id=rule.id, severity=rule.severity,
+                        from_state=None, to_state=PENDING, step=o["step"], time=o["time"], values=o["values"],
+                        wall=o.get("wall"),
+                    ))
+            found.append((s.step, order, t))
             if change[1] == RESOLVED:
                 lc["a"] = None
     found.sort(key=lambda x: (x[0], x[1]))

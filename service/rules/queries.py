@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..storage.alert_models import Alert, AlertTransition
+from ..storage.alert_models import Alert, AlertTransition, RuleState
 from ..storage.models import Project, Run
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "firing_alerts",
     "first_alert_steps",
     "list_alerts",
+    "pending_alerts",
     "run_transitions",
 ]
 
@@ -62,6 +64,31 @@ class FiringAlert:
     severity: str
 
 
+def pending_alerts(session: Session, *, project: str | None = None, run_id: str | None = None) -> list[AlertInfo]:
+    """Alerts pending now: they live in the runs' rule state until they fire (or clear)."""
+    q = (
+        select(RuleState.state, Run.run_id, Project.name)
+        .join(Run, Run.id == RuleState.run_pk)
+        .join(Project, Project.id == Run.project_id)
+    )
+    if project is not None:
+        q = q.where(Project.name == project)
+    if run_id is not None:
+        q = q.where(Run.run_id == run_id)
+    out = []
+    for doc, rid, pname in session.execute(q):
+        for rule_id, lc in (orjson.loads(doc).get("rules") or {}).items():
+            opened = lc.get("o")
+            if lc.get("s") != "pending" or not opened:
+                continue
+            out.append(AlertInfo(
+                id=lc["a"], run_id=rid, project=pname, rule=rule_id, severity=lc.get("sev", "warning"),
+                state="pending", started_step=opened["step"], started_at=opened.get("wall") or 0.0,
+                fired_step=None, fired_at=None, resolved_step=None, resolved_at=None, values=opened["values"],
+            ))
+    return out
+
+
 def list_alerts(
     session: Session,
     *,
@@ -71,7 +98,19 @@ def list_alerts(
     limit: int = 200,
     offset: int = 0,
 ) -> list[AlertInfo]:
-    """Alerts newest first, filtered by state, project name and run id."""
+    """Alerts newest first, filtered by state, project name and run id (pending ones included)."""
+    pending = pending_alerts(session, project=project, run_id=run_id) if state in (None, "pending") else []
+    if state == "pending":
+        pending.sort(key=lambda a: (-a.started_at, -a.started_step, a.id))
+        return pending[offset : offset + limit]
+    stored = _stored_alerts(session, state=state, project=project, run_id=run_id, limit=offset + limit)
+    merged = sorted(pending + stored, key=lambda a: (-a.started_at, -a.started_step, a.id))
+    return merged[offset : offset + limit]
+
+
+def _stored_alerts(
+    session: Session, *, state: str | None, project: str | None, run_id: str | None, limit: int
+) -> list[AlertInfo]:
     q = (
         select(Alert, Run.run_id, Project.name)
         .join(Run, Run.id == Alert.run_pk)
@@ -83,7 +122,7 @@ def list_alerts(
         q = q.where(Project.name == project)
     if run_id is not None:
         q = q.where(Run.run_id == run_id)
-    q = q.order_by(Alert.started_at.desc(), Alert.started_step.desc(), Alert.id).limit(limit).offset(offset)
+    q = q.order_by(Alert.started_at.desc(), Alert.started_step.desc(), Alert.id).limit(limit)
     return [
         AlertInfo(
             id=a.id,

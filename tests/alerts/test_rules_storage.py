@@ -6,7 +6,7 @@ from sapo_monitor.service.rules.queries import first_alert_steps, list_alerts, r
 from sapo_monitor.service.rules.store import replace_rule
 from sapo_monitor.service.storage.alert_models import RuleState
 from sapo_monitor.service.storage.models import Run
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.alerts.conftest import BOTH, ingest
 from tests.alerts.traces import EXPECTED_FIRING, collapse_trace, stable_trace
@@ -61,3 +61,27 @@ def test_disabling_a_rule_resolves_its_alert(db) -> None:  # type: ignore[no-unt
     ingest(db, "r", trace[55:58])
     gate = [(t.from_state, t.to_state, t.step) for t in _transitions(db, "r") if t.rule == "gate_saturation"]
     assert gate == [(None, "pending", 50), ("pending", "firing", 52), ("firing", "resolved", 56)]
+
+
+@BOTH
+def test_pending_alerts_are_stored_only_once_they_fire(db) -> None:  # type: ignore[no-untyped-def]
+    from sapo_monitor.service.rules.store import create_rule
+    from sapo_monitor.service.storage.alert_models import Alert, AlertTransition
+
+    with db.write() as s:
+        create_rule(s, doc={"id": "x-high", "kind": "threshold", "for_steps": 3,
+                            "params": {"metric": "x", "op": ">", "value": 1.0}})
+    ingest(db, "r", [(1, {"x": 2.0}), (2, {"x": 0.0}), (3, {"x": 2.0}), (4, {"x": 2.0}), (5, {"x": 0.0})])
+    ingest(db, "r", [(6, {"x": 2.0}), (7, {"x": 2.0})])
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Alert)) == 0  # flickers left no rows
+        assert s.scalar(select(func.count()).select_from(AlertTransition)) == 0
+        pending = list_alerts(s, state="pending", run_id="r")
+    assert [(a.rule, a.started_step, a.values) for a in pending] == [("x-high", 6, {"x": 2.0})]
+    ingest(db, "r", [(8, {"x": 3.0})])
+    with db.read() as s:
+        assert list_alerts(s, state="pending") == []
+        [alert] = list_alerts(s, run_id="r")
+    assert (alert.state, alert.started_step, alert.fired_step) == ("firing", 6, 8)
+    assert [(t.from_state, t.to_state, t.step, t.values) for t in _transitions(db, "r")] == [
+        (None, "pending", 6, {"x": 2.0}), ("pending", "firing", 8, {"x": 3.0})]
