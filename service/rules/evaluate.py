@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+
+
+def new_id() -> str:
+    """A random 32-hex-digit id for alerts and events (uuid4's format; cheaper to make)."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ def advance(
         lc["c"] = 0
         n = lc["n"] = lc["n"] + 1
         if state is None:
-            lc["a"] = uuid.uuid4().hex
+            lc["a"] = new_id()
             lc["s"] = FIRING if n >= for_steps else PENDING
             return None, lc["s"]
         if state == PENDING and n >= for_steps:
@@ -236,7 +241,7 @@ def evaluate_batch(
         if lc.get("s") is not None and lc.get("a"):
             out.append(
                 Transition(
-                    id=uuid.uuid4().hex,
+                    id=new_id(),
                     alert_id=lc["a"],
                     run_id=run_id,
                     rule_id=rid,
@@ -268,7 +273,7 @@ def evaluate_batch(
             if change is None:
                 continue
             t = Transition(
-                id=uuid.uuid4().hex,
+                id=new_id(),
                 alert_id=lc["a"] or alert_id,
                 run_id=run_id,
                 rule_id=rule.id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import operator
+from bisect import bisect_left, insort
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -223,6 +224,20 @@ EWMA_ANOMALY = Kind(
 # --- ratio to a running median ------------------------------------------------------------------
 
 
+# The window is kept twice in the state: in arrival order (``name``, for eviction) and sorted
+# (``name~``, so the median is one index, not a sort per step).
+
+
+def _window(st: dict, name: str) -> tuple[list[float], list[float]]:
+    w = st.get(name)
+    if w is None:
+        w = st[name] = []
+    sw = st.get(name + "~")
+    if sw is None or len(sw) != len(w):
+        sw = st[name + "~"] = sorted(w)
+    return w, sw
+
+
 def _compile_median_spike(p: Mapping[str, Any]) -> StepFn:
     metrics, factor, window, warmup, floor = p["metrics"], p["factor"], p["window"], p["warmup"], p["min_value"]
     if len(metrics) == 1:
@@ -234,21 +249,18 @@ def _compile_median_spike(p: Mapping[str, Any]) -> StepFn:
             x = m.get(name)
             if x is None or not _isfinite(x):
                 continue
-            w = st.get(name)
-            if w is None:
-                w = st[name] = []
+            w, sw = _window(st, name)
             hit = False
-            # Cheap tests first: below the floor, or within `factor` of the window's minimum (which is
-            # at most the median), a value cannot be a spike; only the rest pays for the median.
-            if x >= floor and len(w) >= warmup and x > factor * min(w):
-                med = sorted(w)[len(w) // 2]
+            if x >= floor and len(w) >= warmup:
+                med = sw[len(sw) // 2]
                 if x > factor * med:
                     hit = True
                     st["ref"] = med
             if not hit:
                 w.append(x)
+                insort(sw, x)
                 if len(w) > window:
-                    del w[0]
+                    del sw[bisect_left(sw, w.pop(0))]
             result = hit or bool(result)
         return result
 
@@ -257,22 +269,25 @@ def _compile_median_spike(p: Mapping[str, Any]) -> StepFn:
 
 def _median_spike_one(name: str, factor: float, window: int, warmup: int, floor: float) -> StepFn:
     """The single-metric case without the loop (the common one: grad_norm, log_ratio.std)."""
+    sorted_key = name + "~"
 
     def step(st: dict, m: Mapping[str, float]) -> bool | None:
         x = m.get(name)
         if x is None or not _isfinite(x):
             return None
         w = st.get(name)
-        if w is None:
-            w = st[name] = []
-        if x >= floor and len(w) >= warmup and x > factor * min(w):
-            med = sorted(w)[len(w) // 2]
+        sw = st.get(sorted_key)
+        if w is None or sw is None or len(sw) != len(w):
+            w, sw = _window(st, name)
+        if x >= floor and len(w) >= warmup:
+            med = sw[len(sw) // 2]
             if x > factor * med:
                 st["ref"] = med
                 return True
         w.append(x)
+        insort(sw, x)
         if len(w) > window:
-            del w[0]
+            del sw[bisect_left(sw, w.pop(0))]
         return False
 
     return step
@@ -301,6 +316,7 @@ def _quiet_median_spike(metrics: tuple[str, ...], factor: float, window: int, fl
             w.extend(vals)
             if len(w) > window:
                 del w[:-window]
+            st[name + "~"] = sorted(w)
         return True
 
     return quiet

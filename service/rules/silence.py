@@ -10,15 +10,13 @@ arriving batch never both change the run's rule state.
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..storage.alert_models import Alert
 from ..storage.models import Run
 from .apply import RunRef, apply_transitions, load_state, project_name, save_state
-from .evaluate import FIRING, RESOLVED, Transition, fresh_state
+from .evaluate import FIRING, RESOLVED, Transition, fresh_state, new_id
 from .kinds import KINDS
 from .store import list_rules
 
@@ -58,7 +56,7 @@ def check_silent_runs(session: Session, *, now: float, limit: int = 500) -> list
             silent_for = now - run.last_seen_at
             step = run.last_step if run.last_step is not None else 0
             if lc["s"] is None and run.status == "running" and silent_for > float(rule.params["after_s"]):
-                lc.update(s=FIRING, n=1, a=uuid.uuid4().hex)
+                lc.update(s=FIRING, n=1, a=new_id())
                 change = (None, FIRING)
             elif lc["s"] is not None and run.status != "running":
                 change = (lc["s"], RESOLVED)
@@ -66,7 +64,7 @@ def check_silent_runs(session: Session, *, now: float, limit: int = 500) -> list
                 continue
             made.append(
                 Transition(
-                    id=uuid.uuid4().hex,
+                    id=new_id(),
                     alert_id=lc["a"],
                     run_id=run.run_id,
                     rule_id=rule.id,
