@@ -176,7 +176,8 @@ def create_rule_route(body: RuleIn, db: DbDep, principal: AuthDep) -> RuleOut:
     return rule_out(rule)
 
 
-@router.put("/rules/{rule_id}", response_model=RuleOut, responses=_ERRORS, summary="Create or replace a rule")
+@router.put("/rules/{rule_id}", response_model=RuleOut, summary="Create or replace a rule",
+            responses={**_ERRORS, 201: {"model": RuleOut, "description": "Created"}})
 def put_rule_route(rule_id: RuleIdPath, body: RuleIn, db: DbDep, principal: AuthDep, response: Response) -> RuleOut:
     """A custom rule is replaced as a whole; a built-in rule keeps its kind and takes the given changes.
     Changing a rule restarts its detectors' learned state (baselines) on every run."""
