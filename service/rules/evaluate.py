@@ -267,6 +267,9 @@ def evaluate_batch(
             active = fn(det, metrics)
             if idle and not active:
                 continue
+            if active and lc["s"] == FIRING:  # still firing: only the clear-streak restarts
+                lc["c"] = 0
+                continue
             alert_id = lc["a"]
             change = advance(lc, active, rule.for_steps, rule.clear_steps)
             idle = lc["s"] is None
