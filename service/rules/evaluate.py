@@ -95,7 +95,15 @@ class RunRuleState:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "rules": self.rules}
+        # Derived entries (keys ending in "~", e.g. a sorted copy of a window) are rebuilt on demand:
+        # leaving them out keeps the row written per batch small.
+        rules = {}
+        for rid, lc in self.rules.items():
+            det = lc.get("d")
+            if det and any(k[-1] == "~" for k in det):
+                lc = {**lc, "d": {k: v for k, v in det.items() if k[-1] != "~"}}
+            rules[rid] = lc
+        return {"last_step": self.last_step, "rules": rules}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | None) -> RunRuleState:
