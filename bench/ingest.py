@@ -51,7 +51,7 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 MLFLOW_VENV = ROOT / ".venv-mlflow"
 MLFLOW_SPEC = ["mlflow==3.17.2", "psycopg2-binary"]
 QUERY_METRIC = "log_ratio.std"
-console = Console()
+console = Console(width=150)
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..auth import Principal
 from ..errors import BadRequest, ErrorOut, NotFound
 from ..rules.queries import first_alert_steps
 from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
+from ..storage.db import Database
 from ..storage.runs import get_runs
 from ..storage.series import bucket_width, fetch, points, uses_blocks
 from .deps import AuthDep, DbDep
@@ -51,7 +53,7 @@ async def compare_route(
                                                  max_points))
 
 
-def _compare(db, principal, run_ids: list[str], metrics: list[str], from_step: int | None,  # type: ignore[no-untyped-def]
+def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: list[str], from_step: int | None,
              to_step: int | None, max_points: int) -> dict:
     with db.read() as session:
         infos = get_runs(session, run_ids=run_ids)

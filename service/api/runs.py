@@ -8,7 +8,9 @@ from fastapi import APIRouter, Path, Query, Response
 from sapo_monitor.client.wire import LOG_RATIO_HIST_EDGES, LOG_RATIO_HIST_NAME
 from starlette.concurrency import run_in_threadpool
 
+from ..auth import Principal
 from ..errors import BadRequest, ErrorOut, NotFound
+from ..storage.db import Database
 from ..storage.runs import RunInfo, delete_run, get_run, latest_values, list_runs
 from ..storage.series import bucket_width, fetch, histogram_sum, points, uses_blocks
 from .deps import AuthDep, DbDep
@@ -87,7 +89,7 @@ def list_runs_route(
                       offset=page.offset)
 
 
-def load_run(db, principal, run_id: str, role: str = "read") -> RunInfo:  # type: ignore[no-untyped-def]
+def load_run(db: Database, principal: Principal, run_id: str, role: str = "read") -> RunInfo:
     """The run, or 404; 403 when the caller's token is for another project or lacks ``role``."""
     principal.require(role, None)
     with db.read() as session:
@@ -132,7 +134,7 @@ async def series_route(
     return json_response(await run_in_threadpool(read))
 
 
-def series_doc(db, info: RunInfo, metrics: list[str], from_step: int | None, to_step: int | None,  # type: ignore[no-untyped-def]
+def series_doc(db: Database, info: RunInfo, metrics: list[str], from_step: int | None, to_step: int | None,
                max_points: int) -> dict:
     series: dict[str, dict] = {}
     width = None

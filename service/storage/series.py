@@ -254,26 +254,41 @@ def _present(metric: str):  # type: ignore[no-untyped-def]
     return t.c.extra.contains(orjson.dumps(metric).decode())
 
 
+def _edge(session: Session, run_pk: int, metric: str, lo: int, hi: int, *, last: bool) -> tuple[int, float] | None:
+    """The first (or last) ``(step, value)`` of ``metric`` in ``[lo, hi]``.
+
+    The rollups name the first (last) block holding the metric, so only that block's rows are read;
+    a partial block at the window's edge may hold it only outside the window: then the next block.
+    """
+    t = StepRollup.__table__
+    agg = func.max if last else func.min
+    a, b = lo, hi
+    while a <= b:
+        block = session.scalar(
+            select(agg(t.c.block)).where(t.c.run_pk == run_pk, t.c.block >= a // _B, t.c.block <= b // _B,
+                                         _present(metric))
+        )
+        if block is None:
+            return None
+        pts = raw_points(session, run_pk=run_pk, metric=metric, lo=max(lo, block * _B),
+                         hi=min(hi, (block + 1) * _B - 1), desc=last, limit=1)
+        if pts:
+            return pts[0]
+        if last:
+            b = block * _B - 1
+        else:
+            a = (block + 1) * _B
+    return None
+
+
 def first_last(session: Session, *, run_pk: int, metric: str, lo: int, hi: int
                ) -> tuple[tuple[int, float], tuple[int, float]] | None:
     """The first and last ``(step, value)`` of ``metric`` in ``[lo, hi]``, or None if it has none there."""
-    t = StepRollup.__table__
-    first_block, last_block = session.execute(
-        select(func.min(t.c.block), func.max(t.c.block)).where(
-            t.c.run_pk == run_pk, t.c.block >= lo // _B, t.c.block <= hi // _B, _present(metric)
-        )
-    ).one()
-    if first_block is None:
+    head = _edge(session, run_pk, metric, lo, hi, last=False)
+    if head is None:
         return None
-    head = raw_points(session, run_pk=run_pk, metric=metric, lo=max(lo, first_block * _B), hi=hi, limit=1)
-    tail = raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=min(hi, (last_block + 1) * _B - 1),
-                      desc=True, limit=1)
-    if not head or not tail:  # the blocks hold it only outside [lo, hi]
-        head = head or raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi, limit=1)
-        tail = tail or raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi, desc=True, limit=1)
-        if not head or not tail:
-            return None
-    return head[0], tail[0]
+    tail = _edge(session, run_pk, metric, head[0], hi, last=True)
+    return head, tail if tail is not None else head
 
 
 def may_have_nan(session: Session, *, run_pk: int, metrics: Iterable[str], lo: int, hi: int) -> bool:
