@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
 from ..rules.model import severity_rank
@@ -78,6 +78,7 @@ def create_webhook(
     )
     session.add(row)
     session.flush()
+    _invalidate_on_commit(session)
     return _info(row)
 
 
@@ -92,7 +93,9 @@ def get_webhook(session: Session, webhook_id: int) -> WebhookInfo | None:
 
 def delete_webhook(session: Session, *, webhook_id: int) -> bool:
     """Delete a webhook with its outbox rows and delivery records (cascade)."""
-    return bool(session.execute(delete(Webhook).where(Webhook.id == webhook_id)).rowcount)
+    deleted = bool(session.execute(delete(Webhook).where(Webhook.id == webhook_id)).rowcount)
+    _invalidate_on_commit(session)
+    return deleted
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,35 @@ class Target:
         return severity_rank(severity) >= self.min_rank
 
 
+# Ingest looks the webhooks up for every batch with a notifiable transition; a short per-process cache
+# saves that query. Changes through this process clear it (also after their commit); other replicas
+# see a new or deleted webhook within CACHE_TTL_S.
+CACHE_TTL_S = 2.0
+_cache: dict[str, tuple[float, list[Target]]] = {}
+
+
+def invalidate_cache() -> None:
+    _cache.clear()
+
+
+def _invalidate_on_commit(session: Session) -> None:
+    invalidate_cache()
+    event.listen(session, "after_commit", lambda _s: invalidate_cache(), once=True)
+
+
 def enabled_webhooks(session: Session) -> list[Target]:
+    """Enabled webhooks, at most ``CACHE_TTL_S`` old (per database URL)."""
+    key = str(session.get_bind().url)
+    hit = _cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < CACHE_TTL_S:
+        return hit[1]
+    targets = _load_targets(session)
+    _cache[key] = (now, targets)
+    return targets
+
+
+def _load_targets(session: Session) -> list[Target]:
     w = Webhook.__table__
     rows = session.execute(
         select(w.c.id, w.c.format, w.c.project, w.c.run_id, w.c.min_severity).where(w.c.enabled.is_(True)).order_by(w.c.id)
