@@ -19,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
     "BadRequest",
@@ -99,4 +101,14 @@ def install_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
+    async def _handle_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        # FastAPI answers a body it cannot decode (bad UTF-8, say) with a bare 400; every route
+        # documents 422 for bad bodies, so say the same thing the same way.
+        if exc.status_code == 400:
+            body = BadRequest(f"the request body could not be read as JSON: {exc.detail}", loc=["body"]).body()
+            return JSONResponse(body, status_code=BadRequest.status_code)
+        return await http_exception_handler(request, exc)
+
     app.add_exception_handler(ServiceError, _handle)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)

@@ -148,3 +148,12 @@ def test_body_size_limits_give_413(db_url: str) -> None:
         r = c.put("/api/v1/runs/big", json={"config": {"x": "y" * 10_000}})
         assert r.status_code == 413
         assert c.get("/api/v1/runs/big").status_code == 404
+
+
+def test_undecodable_json_body_is_422_naming_the_body(service: httpx.Client) -> None:
+    # Bytes that are not UTF-8 made FastAPI answer a bare, undocumented 400.
+    junk = b"6\xa7M\xd5\xe9\x1dEQP\xf0\x0f\xff"
+    for method, path in (("PUT", "/api/v1/runs/r1"), ("POST", "/api/v1/rules"), ("PUT", "/api/v1/rules/x")):
+        r = service.request(method, path, content=junk, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (method, path, r.status_code, r.text)
+        assert r.json()["detail"][0]["loc"][0] == "body"
