@@ -153,8 +153,9 @@ def run_transitions(session: Session, *, run_pk: int, limit: int = 1000) -> list
     ]
 
 
-def firing_alerts(session: Session) -> list[FiringAlert]:
-    """Every alert firing now, with its run's project (for ``sapo_alert_firing``)."""
+def firing_alerts(session: Session, *, seen_since: float | None = None) -> list[FiringAlert]:
+    """Every alert firing now, with its run's project (for ``sapo_alert_firing``); with ``seen_since``,
+    only runs seen since then (``/metrics`` keeps its cardinality bounded: idle runs drop out)."""
     q = (
         select(Project.name, Run.run_id, Alert.rule_id, Alert.severity)
         .join(Run, Run.id == Alert.run_pk)
@@ -162,6 +163,8 @@ def firing_alerts(session: Session) -> list[FiringAlert]:
         .where(Alert.state == "firing")
         .order_by(Run.run_id, Alert.rule_id)
     )
+    if seen_since is not None:
+        q = q.where(Run.last_seen_at >= seen_since)
     return [FiringAlert(*row) for row in session.execute(q)]
 
 

@@ -85,3 +85,21 @@ def test_pending_alerts_are_stored_only_once_they_fire(db) -> None:  # type: ign
     assert (alert.state, alert.started_step, alert.fired_step) == ("firing", 6, 8)
     assert [(t.from_state, t.to_state, t.step, t.values) for t in _transitions(db, "r")] == [
         (None, "pending", 6, {"x": 2.0}), ("pending", "firing", 8, {"x": 3.0})]
+
+
+@BOTH
+def test_metric_families_export_firing_alerts_of_active_runs(db) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from sapo_monitor.service.rules.hooks import metric_families
+
+    ingest(db, "c", collapse_trace())
+
+    def firing(now: float) -> set[tuple[str, ...]]:
+        with db.read() as s:
+            fams = {f.name: f for f in metric_families(s, now=now, project=None, window=900.0)}
+        return {tuple(x.labels[k] for k in ("run", "rule", "severity")) for x in fams["sapo_alert_firing"].samples}
+
+    assert firing(time.time()) == {("c", rule, "critical" if rule in ("entropy_collapse", "reward_collapse", "nonfinite")
+                                    else "warning") for rule, _ in EXPECTED_FIRING}
+    assert firing(time.time() + 3600) == set()  # the run went idle: it drops out, like its gauges
