@@ -47,6 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from sapo_monitor.client.wire import CATALOGUE, LOG_RATIO_HIST_BINS  # noqa: E402
 
+from tests.alerts.traces import healthy_metrics  # noqa: E402
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 MLFLOW_VENV = ROOT / ".venv-mlflow"
 MLFLOW_SPEC = ["mlflow==3.17.2", "psycopg2-binary"]
@@ -56,11 +58,15 @@ console = Console(width=150)
 
 # ---------------------------------------------------------------------------------------------- data
 def records(run_seed: int, start: int, stop: int) -> list[dict]:
-    """Catalogue-sized step records (wire form): every catalogue metric and the histogram."""
+    """Catalogue-sized step records (wire form): every catalogue metric and the histogram.
+
+    Values are those of a healthy run with noise (uniform random values would make every rule fire
+    and clear every few steps, which measures alert churn rather than a run being watched)."""
     rng = random.Random(run_seed * 1_000_003 + start)
     out = []
     for s in range(start, stop):
-        metrics = {k: rng.random() for k in CATALOGUE}
+        metrics = {k: 0.01 * rng.random() for k in CATALOGUE}
+        metrics.update(healthy_metrics(s, rng))
         metrics[QUERY_METRIC] = 0.1 + 0.02 * rng.random() + (5.0 if s % 9973 == 0 else 0.0)
         out.append({"step": s, "time": 1.764e9 + s, "metrics": metrics,
                     "histograms": {"log_ratio": [rng.randrange(1000) for _ in range(LOG_RATIO_HIST_BINS)]}})

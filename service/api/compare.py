@@ -15,7 +15,7 @@ from ..storage.db import Database
 from ..storage.runs import get_runs
 from ..storage.series import bucket_width, fetch, points, uses_blocks
 from .deps import AuthDep, DbDep
-from .responses import json_response, wire_value, wire_values
+from .responses import downsampling_doc, json_response, wire_value, wire_values
 from .runs import MaxPoints, MetricQuery, StepBound, check_metrics
 from .schemas import CompareOut
 
@@ -123,11 +123,5 @@ def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: li
             for i in runs
         ],
         "metrics": metric_docs,
-        "downsampling": {
-            "method": "none" if width is None else "minmax",
-            "max_points": max_points,
-            "bucket_steps": width,
-            "from_step": lo,
-            "to_step": hi,
-        },
+        "downsampling": downsampling_doc(width, max_points, lo, hi),
     }

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from fastapi import Response
 
-__all__ = ["json_response", "wire_value", "wire_values"]
+__all__ = ["downsampling_doc", "json_response", "wire_value", "wire_values"]
 
 _INF = math.inf
 
@@ -30,3 +30,14 @@ def wire_values(values: Iterable[float | None]) -> list[float | str | None]:
 
 def json_response(doc: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status_code, media_type="application/json")
+
+
+def downsampling_doc(width: int | None, max_points: int, lo: int | None, hi: int | None) -> dict[str, Any]:
+    """What a series response says about how it was downsampled (``bucket_steps`` None: every step)."""
+    return {
+        "method": "none" if width is None else "minmax",
+        "max_points": max_points,
+        "bucket_steps": width,
+        "from_step": lo,
+        "to_step": hi,
+    }

@@ -14,7 +14,7 @@ from ..storage.db import Database
 from ..storage.runs import RunInfo, delete_run, get_run, latest_values, list_runs
 from ..storage.series import bucket_width, fetch, histogram_sum, points, uses_blocks
 from .deps import AuthDep, DbDep
-from .responses import json_response, wire_value, wire_values
+from .responses import downsampling_doc, json_response, wire_value, wire_values
 from .schemas import NAME_PATTERN, RUN_ID_PATTERN, HistogramOut, RunOut, RunPageOut, SeriesOut
 
 __all__ = ["MetricQuery", "check_metrics", "router", "run_out"]
@@ -157,13 +157,7 @@ def series_doc(db: Database, info: RunInfo, metrics: list[str], from_step: int |
     return {
         "run_id": info.run_id,
         "series": series,
-        "downsampling": {
-            "method": "none" if width is None else "minmax",
-            "max_points": max_points,
-            "bucket_steps": width,
-            "from_step": lo,
-            "to_step": hi,
-        },
+        "downsampling": downsampling_doc(width, max_points, lo, hi),
     }
 
 
