@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..rules.model import severity_rank
 from ..storage.alert_models import Webhook
+from ..storage.read_cache import ReadCache
 
 __all__ = [
     "Target",
@@ -78,7 +79,7 @@ def create_webhook(
     )
     session.add(row)
     session.flush()
-    _invalidate_on_commit(session)
+    _TARGETS.invalidate_on_commit(session)
     return _info(row)
 
 
@@ -94,7 +95,7 @@ def get_webhook(session: Session, webhook_id: int) -> WebhookInfo | None:
 def delete_webhook(session: Session, *, webhook_id: int) -> bool:
     """Delete a webhook with its outbox rows and delivery records (cascade)."""
     deleted = bool(session.execute(delete(Webhook).where(Webhook.id == webhook_id)).rowcount)
-    _invalidate_on_commit(session)
+    _TARGETS.invalidate_on_commit(session)
     return deleted
 
 
@@ -116,32 +117,10 @@ class Target:
         return severity_rank(severity) >= self.min_rank
 
 
-# Ingest looks the webhooks up for every batch with a notifiable transition; a short per-process cache
-# saves that query. Changes through this process clear it (also after their commit); other replicas
-# see a new or deleted webhook within CACHE_TTL_S.
-CACHE_TTL_S = 2.0
-_cache: dict[str, tuple[float, list[Target]]] = {}
-
-
-def invalidate_cache() -> None:
-    _cache.clear()
-
-
-def _invalidate_on_commit(session: Session) -> None:
-    invalidate_cache()
-    event.listen(session, "after_commit", lambda _s: invalidate_cache(), once=True)
-
-
 def enabled_webhooks(session: Session) -> list[Target]:
-    """Enabled webhooks, at most ``CACHE_TTL_S`` old (per database URL)."""
-    key = str(session.get_bind().url)
-    hit = _cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < CACHE_TTL_S:
-        return hit[1]
-    targets = _load_targets(session)
-    _cache[key] = (now, targets)
-    return targets
+    """Enabled webhooks, at most ``_TARGETS.ttl_s`` old: ingest looks them up for every batch with a
+    notifiable transition."""
+    return _TARGETS.get(session)
 
 
 def _load_targets(session: Session) -> list[Target]:
@@ -150,6 +129,9 @@ def _load_targets(session: Session) -> list[Target]:
         select(w.c.id, w.c.format, w.c.project, w.c.run_id, w.c.min_severity).where(w.c.enabled.is_(True)).order_by(w.c.id)
     ).all()
     return [Target(r.id, r.format, r.project, r.run_id, severity_rank(r.min_severity)) for r in rows]
+
+
+_TARGETS: ReadCache[list[Target]] = ReadCache(_load_targets)
 
 
 def matching_webhooks(session: Session, *, project: str | None, run_id: str, severity: str) -> list[Webhook]:

@@ -10,10 +10,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..storage.alert_models import AlertRule
+from ..storage.read_cache import ReadCache
 from .builtin import BUILTIN_IDS, BUILTIN_RULES
 from .model import Rule, RuleValidationError
 from .spec import apply_override, build_rule
@@ -24,7 +25,6 @@ __all__ = [
     "create_rule",
     "delete_rule",
     "get_rule",
-    "invalidate_cache",
     "list_rules",
     "replace_rule",
 ]
@@ -74,36 +74,12 @@ def _write(session: Session, rule: Rule, row: AlertRule | None) -> None:
         for key, value in fields.items():
             setattr(row, key, value)
     session.flush()
-    _invalidate_on_commit(session)
-
-
-# Ingest reads the rules once per batch; a short-lived per-process cache saves that query. Changes made
-# through this process clear it at once; other replicas see them within CACHE_TTL_S.
-CACHE_TTL_S = 2.0
-_cache: dict[str, tuple[float, list[Rule]]] = {}
-
-
-def invalidate_cache() -> None:
-    _cache.clear()
-
-
-def _invalidate_on_commit(session: Session) -> None:
-    # Now (so this process never serves the old definition after the change) and after the commit (so a
-    # reader that cached the old rows between the two does not keep them).
-    invalidate_cache()
-    event.listen(session, "after_commit", lambda _s: invalidate_cache(), once=True)
+    _RULES.invalidate_on_commit(session)
 
 
 def cached_rules(session: Session) -> list[Rule]:
-    """:func:`list_rules`, at most ``CACHE_TTL_S`` old (per database URL)."""
-    key = str(session.get_bind().url)
-    hit = _cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < CACHE_TTL_S:
-        return hit[1]
-    rules = list_rules(session)
-    _cache[key] = (now, rules)
-    return rules
+    """:func:`list_rules`, at most ``_RULES.ttl_s`` old: ingest reads the rules once per batch."""
+    return _RULES.get(session)
 
 
 def list_rules(session: Session) -> list[Rule]:
@@ -112,6 +88,9 @@ def list_rules(session: Session) -> list[Rule]:
     out = [_to_rule(stored[r.id]) if r.id in stored else r for r in BUILTIN_RULES]
     out += [_to_rule(row) for rid, row in sorted(stored.items()) if rid not in BUILTIN_IDS]
     return out
+
+
+_RULES: ReadCache[list[Rule]] = ReadCache(list_rules)
 
 
 def get_rule(session: Session, rule_id: str) -> Rule | None:
@@ -151,5 +130,5 @@ def delete_rule(session: Session, *, rule_id: str) -> bool:
             f"{rule_id!r} is a built-in rule and cannot be deleted; PUT {{\"enabled\": false}} to turn it off"
         )
     result = session.execute(delete(AlertRule).where(AlertRule.id == rule_id))
-    _invalidate_on_commit(session)
+    _RULES.invalidate_on_commit(session)
     return bool(result.rowcount)
