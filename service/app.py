@@ -101,7 +101,7 @@ def _extension_routers() -> list[APIRouter]:
 
 
 def _extension_metric_sources() -> list:
-    """``metric_families(session, *, now, project)`` of the rules hook, when it defines one."""
+    """``metric_families(session, *, now, window, project)`` of the rules hook, when it defines one."""
     fn = getattr(hooks, "metric_families", None)
     return [fn] if fn is not None else []
 

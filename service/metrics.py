@@ -14,7 +14,7 @@ cardinality). Names:
   ``sapo_db_errors_total``: this process's own counters.
 
 Other modules add families through :attr:`StoredStateCollector.sources` (the rules hook's
-``metric_families`` is one).
+``metric_families`` is one): each is called as ``source(session, now=, window=, project=)``.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class StoredStateCollector:
         with self.db.read() as session:
             families = list(_run_families(session, now=now, window=self.window, project=self.project))
             for source in self.sources:
-                families.extend(source(session, now=now, project=self.project))
+                families.extend(source(session, now=now, window=self.window, project=self.project))
         return families
 
 

@@ -69,23 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await run_in_threadpool(worker.stop)
 
 
-def _active_window_s() -> float:
-    """``SAPO_MONITOR_ACTIVE_WINDOW`` as the service reads it (seconds or ISO 8601; 15 minutes)."""
-    import os
-    from datetime import timedelta
-
-    from pydantic import TypeAdapter
-
-    raw = os.environ.get("SAPO_MONITOR_ACTIVE_WINDOW")
-    return TypeAdapter(timedelta).validate_python(raw).total_seconds() if raw else 900.0
-
-
-def metric_families(
-    session: Session, *, now: float, project: str | None, window: float | None = None
-) -> Iterable[Metric]:
+def metric_families(session: Session, *, now: float, window: float, project: str | None) -> Iterable[Metric]:
     """Alert and webhook families for ``/metrics`` (the same on every replica: read from the database).
 
-    Like the run gauges, ``sapo_alert_firing`` covers runs seen within the active window only.
+    Like the run gauges, ``sapo_alert_firing`` covers runs seen within the active ``window`` (seconds) only.
     """
     from ..outbox.store import delivery_counts, pending_count
     from .queries import firing_alerts
@@ -94,7 +81,7 @@ def metric_families(
         "sapo_alert_firing", "1 while a sapo-monitor alert rule fires on the run.",
         labels=["project", "run", "rule", "severity"],
     )
-    for a in firing_alerts(session, seen_since=now - (window if window is not None else _active_window_s())):
+    for a in firing_alerts(session, seen_since=now - window):
         if project is None or a.project == project:
             firing.add_metric([a.project, a.run_id, a.rule, a.severity], 1.0)
     deliveries = CounterMetricFamily(
