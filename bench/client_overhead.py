@@ -7,8 +7,8 @@
    the service is down (steps go to the spool; delivery retries in the background). Target <= 1.05.
 3. The TRL row (``bench/trl_row.py``, owned by the TRL adapter): GRPOTrainer step time attached / bare.
 
-Runs alternate (bare, up, down, bare, ...) so drifting machine load hits every variant alike; each
-figure is the median over repeats. torch uses one thread, as the trainer does by default.
+Runs alternate in a rotating order (bare, up, down; up, down, bare; ...) so drifting machine load and
+process state hit every variant alike; each figure is the median over repeats. torch uses one thread, as the trainer does by default.
 
     .venv/bin/python bench/client_overhead.py [--steps 40] [--repeats 3] [--no-trl]
 """
@@ -93,10 +93,13 @@ def bench_trainer(steps: int, repeats: int, service_url: str, dead_url: str,
                   workdir: Path) -> dict[str, tuple[float, float]]:
     _train_once(max(4, steps // 4), None, None)  # warm-up: imports, allocator
     runs: dict[str, list[tuple[float, float]]] = {"bare": [], "up": [], "down": []}
-    for _ in range(repeats):
-        runs["bare"].append(_train_once(steps, None, None))
-        runs["up"].append(_train_once(steps, service_url, workdir / "spool-up"))
-        runs["down"].append(_train_once(steps, dead_url, workdir / "spool-down"))
+    variants = {"bare": (None, None), "up": (service_url, workdir / "spool-up"),
+                "down": (dead_url, workdir / "spool-down")}
+    names = list(variants)
+    for i in range(repeats):
+        # Rotate the order each repeat: a variant that always ran last measured the process's drift too.
+        for name in names[i % 3:] + names[:i % 3]:
+            runs[name].append(_train_once(steps, *variants[name]))
     return {name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for name, v in runs.items()}
 
 
@@ -121,7 +124,8 @@ def main() -> None:
         print(f"  ratio stats / {label:22} wall {s['stats'] / s[base]:5.2f}   CPU {s['stats_cpu'] / s[base + '_cpu']:5.2f}"
               + ("   (target <= 5)" if base == "loss_fwd" else ""))
 
-    from tests.client.service import LiveService, free_port
+    from tests.client.service import LiveService
+    from tests.support.live import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
