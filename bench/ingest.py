@@ -25,19 +25,16 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -48,8 +45,9 @@ sys.path.insert(0, str(ROOT))
 from sapo_monitor.client.wire import CATALOGUE, LOG_RATIO_HIST_BINS  # noqa: E402
 
 from tests.alerts.traces import healthy_metrics  # noqa: E402
+from tests.support.live import free_port  # noqa: E402
+from tests.support.postgres import pg_database  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 MLFLOW_VENV = ROOT / ".venv-mlflow"
 MLFLOW_SPEC = ["mlflow==3.17.2", "psycopg2-binary"]
 QUERY_METRIC = "log_ratio.std"
@@ -84,23 +82,8 @@ def database(kind: str, tmp: Path, label: str) -> Iterator[tuple[str, str]]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp}/{label}.db", f"sqlite:///{tmp}/{label}-mlflow.db"
         return
-    names = [f"sapo_bench_{label}_{uuid.uuid4().hex[:8]}", f"mlflow_bench_{label}_{uuid.uuid4().hex[:8]}"]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        for n in names:
-            conn.execute(f'CREATE DATABASE "{n}"')
-    try:
-        yield (f"postgresql://postgres@127.0.0.1:5432/{names[0]}",
-               f"postgresql+psycopg2://postgres@127.0.0.1:5432/{names[1]}")
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            for n in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with pg_database() as sapo_url, pg_database() as mlflow_url:
+        yield sapo_url, mlflow_url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sapo_monitor.client.wire import CATALOGUE, StepRecord, encode_batch
 
-from tests.alerts.conftest import _drop_pg, _pg_database
-from tests.alerts.test_restart import _spawn, _stop, _wait_ready
+from tests.alerts.server import service_process
 from tests.alerts.traces import healthy_metrics
+from tests.support.postgres import drop_pg_database, new_pg_database
 
 
 def batches(n_steps: int, size: int = 100) -> list[bytes]:
@@ -69,26 +69,26 @@ def measure(kind: str, n_steps: int, rounds: int) -> None:
         if kind == "sqlite":
             urls[mode] = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
         else:
-            name, urls[mode] = _pg_database()
+            name, urls[mode] = new_pg_database()
             drops.append(name)
-    procs = {mode: _spawn(urls[mode], SAPO_MONITOR_RULES=mode, SAPO_MONITOR_DELIVERY_WORKER="false")
+    procs = {mode: service_process(urls[mode], SAPO_MONITOR_RULES=mode, SAPO_MONITOR_DELIVERY_WORKER="false").start()
              for mode in ("off", "on")}
     try:
-        for base, proc in procs.values():
-            _wait_ready(base, proc)
-            ingest(base, bodies[:5])  # warm up
+        for proc in procs.values():
+            proc.wait_ready(30)
+            ingest(proc.url, bodies[:5])  # warm up
         times: dict[str, list[float]] = {"off": [], "on": []}
         cpu: dict[str, list[float]] = {"off": [], "on": []}
         for _ in range(rounds):
             for mode in ("off", "on"):
-                wall, used = ingest(procs[mode][0], bodies, procs[mode][1].pid)
+                wall, used = ingest(procs[mode].url, bodies, procs[mode].pid)
                 times[mode].append(wall)
                 cpu[mode].append(used)
     finally:
-        for _, proc in procs.values():
-            _stop(proc)
+        for proc in procs.values():
+            proc.stop()
         for name in drops:
-            _drop_pg(name)
+            drop_pg_database(name)
     # Best of the rounds: on a shared machine the minimum is the least disturbed measurement.
     off, on = min(times["off"]), min(times["on"])
     coff, con = min(cpu["off"]), min(cpu["on"])

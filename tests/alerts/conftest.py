@@ -4,10 +4,8 @@ per test), helpers to ingest step records through the service's storage layer.""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sapo_monitor.service.decode import StepIn
 from sapo_monitor.service.storage import migrate
@@ -15,19 +13,7 @@ from sapo_monitor.service.storage.db import Database
 from sapo_monitor.service.storage.runs import ensure_project
 from sapo_monitor.service.storage.steps import store_steps
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _pg_database() -> tuple[str, str]:
-    name = f"sapo_t_{uuid.uuid4().hex}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
-def _drop_pg(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.support.postgres import pg_database
 
 
 @pytest.fixture
@@ -39,12 +25,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: 
         migrate.upgrade(url)
         yield url
         return
-    name, url = _pg_database()
-    try:
+    with pg_database() as url:
         migrate.upgrade(url)
         yield url
-    finally:
-        _drop_pg(name)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ service mid-delivery); it can start later on a port chosen in advance (a receive
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +15,8 @@ from typing import Any
 
 from sapo_monitor.service.outbox.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.live import free_port
+from tests.support.loopback import start_http_server, stop_http_server
 
 
 class Receiver:
@@ -62,15 +58,12 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = start_http_server(Handler, self.port)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            stop_http_server(self._server)
             self._server = None
 
     def wait_for(self, n: int, timeout: float = 20.0) -> None:

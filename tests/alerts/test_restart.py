@@ -4,10 +4,6 @@ database deliver each transition once on the wire."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,67 +12,27 @@ import httpx
 import pytest
 
 from tests.alerts.conftest import BOTH
-from tests.alerts.receiver import Receiver, free_port
+from tests.alerts.receiver import Receiver
+from tests.alerts.server import service_process
 from tests.alerts.test_api import post_trace
 from tests.alerts.traces import EXPECTED_FIRING, collapse_trace
+from tests.support.live import ServiceProcess
+from tests.support.postgres import pg_database
 
 SECRET = "restart-secret"
 
 
-def _spawn(db_url: str, **env: str) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    environ = {
-        **os.environ,
-        "SAPO_MONITOR_DB": db_url,
-        "SAPO_MONITOR_WEBHOOK_LEASE_S": "1.5",
-        "SAPO_MONITOR_WEBHOOK_TIMEOUT_S": "1.0",
-        "SAPO_MONITOR_WEBHOOK_BACKOFF_BASE_S": "0.05",
-        "SAPO_MONITOR_WEBHOOK_BACKOFF_MAX_S": "0.2",
-        "SAPO_MONITOR_OUTBOX_POLL_S": "0.05",
-        **env,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "sapo_monitor.service.app:app_from_env",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=environ,
-    )
-    return f"http://127.0.0.1:{port}", proc
-
-
-def _wait_ready(base: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "service exited at start"
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextmanager
-def services(db_url: str, n: int = 1) -> Iterator[list[tuple[str, subprocess.Popen]]]:
+def services(db_url: str, n: int = 1) -> Iterator[list[ServiceProcess]]:
     """``n`` service processes on one database, started side by side."""
-    procs = [_spawn(db_url) for _ in range(n)]
+    procs = [service_process(db_url).start() for _ in range(n)]
     try:
-        for base, proc in procs:
-            _wait_ready(base, proc)
+        for proc in procs:
+            proc.wait_ready(30)
         yield procs
     finally:
-        for _, proc in procs:
-            _stop(proc)
+        for proc in procs:
+            proc.stop()
 
 
 def _rules_and_steps(events) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
@@ -87,16 +43,15 @@ def _rules_and_steps(events) -> list[tuple[str, int]]:  # type: ignore[no-untype
 def test_sigkill_mid_delivery_then_restart_delivers_once(db_url: str) -> None:
     receiver = Receiver(SECRET, delay_s=0.5).start()  # slow: each delivery is in flight for a while
     try:
-        with services(db_url) as [(base, proc)]:
-            with httpx.Client(base_url=base, timeout=20) as c:
+        with services(db_url) as [service]:
+            with httpx.Client(base_url=service.url, timeout=20) as c:
                 assert c.post("/api/v1/webhooks", json={"url": receiver.url, "secret": SECRET}).status_code == 201
                 post_trace(c, "r", collapse_trace())
             deadline = time.monotonic() + 20
             while len(receiver.raw) < 2:  # the second delivery has reached the receiver and waits
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            service.kill()
         in_flight = len(receiver.raw)
         receiver.delay_s = 0.0
         with services(db_url):
@@ -114,13 +69,10 @@ def test_sigkill_mid_delivery_then_restart_delivers_once(db_url: str) -> None:
 
 @pytest.mark.postgres
 def test_two_replicas_on_one_postgres_deliver_once() -> None:
-    from tests.alerts.conftest import _drop_pg, _pg_database
-
-    name, url = _pg_database()
     receiver = Receiver(SECRET).start()
     try:
-        with services(url, 2) as [(a, _), (b, _)], httpx.Client(base_url=a, timeout=20) as ca, \
-                httpx.Client(base_url=b, timeout=20) as cb:
+        with pg_database() as url, services(url, 2) as [a, b], httpx.Client(base_url=a.url, timeout=20) as ca, \
+                httpx.Client(base_url=b.url, timeout=20) as cb:
             assert ca.post("/api/v1/webhooks", json={"url": receiver.url, "secret": SECRET}).status_code == 201
             trace = collapse_trace()
             runs = ["r0", "r1", "r2"]
@@ -132,7 +84,6 @@ def test_two_replicas_on_one_postgres_deliver_once() -> None:
             assert ca.get("/metrics").text.count("sapo_alert_firing{") == len(runs) * len(EXPECTED_FIRING)
     finally:
         receiver.stop()
-        _drop_pg(name)
     ids = [r["event_id"] for r in receiver.raw]
     assert len(ids) == len(set(ids)) == len(runs) * len(EXPECTED_FIRING)  # once on the wire
     for run in runs:

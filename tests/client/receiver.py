@@ -12,6 +12,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.loopback import start_http_server, stop_http_server
+
 
 class Receiver:
     def __init__(self, token: str | None = None) -> None:
@@ -30,18 +32,13 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Receiver:
-        handler = _make_handler(self)
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
+        self._server = start_http_server(_make_handler(self), self.port)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            stop_http_server(self._server)
             self._server = None
 
     def step_numbers(self, run_id: str) -> list[int]:

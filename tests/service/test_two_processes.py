@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,42 +11,21 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import drop_pg_database, new_pg_database
+from tests.support.live import ServiceProcess
+from tests.support.postgres import drop_pg_database, new_pg_database
+
 from .util import batch, post_steps
-
-CLI = Path(sys.executable).with_name("sapo-monitor")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
-def _serve(db_url: str) -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(CLI), "serve", "--db", db_url, "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "SAPO_MONITOR_ACTIVE_WINDOW": "3600"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+def _serve(db_url: str, log_path: Path) -> Iterator[str]:
+    """``sapo-monitor serve`` (the CLI, which checks the schema before uvicorn starts) on ``db_url``."""
+    service = ServiceProcess(db_url, env={"SAPO_MONITOR_ACTIVE_WINDOW": "3600"}, log_path=log_path, cli=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "exited"
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.1)
-        yield base
+        service.start().wait_ready(60)
+        yield service.url
     finally:
-        proc.terminate()
-        proc.wait(20)
+        service.stop(20)
 
 
 def _metric_samples(text: str) -> dict[tuple[str, str], float]:
@@ -64,10 +38,11 @@ def _metric_samples(text: str) -> dict[tuple[str, str], float]:
 
 
 @pytest.mark.postgres
-def test_two_processes_lose_and_double_nothing() -> None:
+def test_two_processes_lose_and_double_nothing(tmp_path: Path) -> None:
     name, url = new_pg_database()
     try:
-        with _serve(url) as a, _serve(url) as b:  # both start on the empty database: one migrates
+        # both start on the empty database: one migrates
+        with _serve(url, tmp_path / "a.log") as a, _serve(url, tmp_path / "b.log") as b:
             errors: list[str] = []
 
             def writer(base: str, offset: int) -> None:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,46 +10,16 @@ import httpx
 import torch
 from sapo_monitor.client import wire
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.live import ServiceProcess
 
 
-class LiveService:
-    """``sapo-monitor``'s FastAPI app under uvicorn in a subprocess, on a temporary SQLite database."""
+class LiveService(ServiceProcess):
+    """``sapo-monitor``'s FastAPI app under uvicorn in a subprocess, on a temporary SQLite database
+    (started and ready once constructed)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SAPO_MONITOR_DB": f"sqlite:///{workdir / 'service.db'}"}
-        self.log = open(workdir / "service.log", "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "sapo_monitor.service.app:app_from_env",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited: {(workdir / 'service.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("service did not become ready in 60 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        super().__init__(f"sqlite:///{workdir / 'service.db'}", log_path=workdir / "service.log")
+        self.start().wait_ready(60)
 
     def run(self, run_id: str) -> dict[str, Any]:
         r = httpx.get(f"{self.url}/api/v1/runs/{run_id}", timeout=10)
