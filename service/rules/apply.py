@@ -28,7 +28,7 @@ from .store import cached_rules
 
 __all__ = ["RunRef", "apply_transitions", "evaluate_run_steps", "load_state", "save_state"]
 
-_project_names: dict[int, str] = {}
+_project_names: dict[tuple[str, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,13 @@ class RunRef:
 
 
 def project_name(session: Session, project_id: int) -> str | None:
-    """Project names never change, so they are cached per process."""
-    name = _project_names.get(project_id)
+    """Project names never change, so they are cached per process (and database: ids repeat across them)."""
+    key = (str(session.get_bind().url), project_id)
+    name = _project_names.get(key)
     if name is None:
         name = session.scalar(select(Project.name).where(Project.id == project_id))
         if name is not None:
-            _project_names[project_id] = name
+            _project_names[key] = name
     return name
 
 

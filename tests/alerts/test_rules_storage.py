@@ -103,3 +103,24 @@ def test_metric_families_export_firing_alerts_of_active_runs(db) -> None:  # typ
     assert firing(time.time()) == {("c", rule, "critical" if rule in ("entropy_collapse", "reward_collapse", "nonfinite")
                                     else "warning") for rule, _ in EXPECTED_FIRING}
     assert firing(time.time() + 3600) == set()  # the run went idle: it drops out, like its gauges
+
+
+def test_project_scope_holds_across_databases_in_one_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Project ids repeat across databases: id 1 is "a" in the first and "b" in the second. A cache of
+    # names by id alone once applied the first database's name in the second.
+    from sapo_monitor.service.rules.store import create_rule
+    from sapo_monitor.service.storage import migrate
+    from sapo_monitor.service.storage.db import Database
+
+    fired = {}
+    for label, project in (("one", "a"), ("two", "b")):
+        url = f"sqlite:///{tmp_path}/{label}.db"
+        migrate.upgrade(url)
+        db = Database(url, pool_size=1)
+        with db.write() as s:
+            create_rule(s, doc={"id": "b-only", "kind": "threshold", "for_steps": 1, "project": "b",
+                                "params": {"metric": "x", "op": ">", "value": 1.0}})
+        ingest(db, "r", [(1, {"x": 2.0}), (2, {"x": 2.0})], project=project)
+        fired[project] = [(t.rule, t.to_state) for t in _transitions(db, "r")]
+        db.dispose()
+    assert fired == {"a": [], "b": [("b-only", "firing")]}
