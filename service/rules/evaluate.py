@@ -112,7 +112,7 @@ class RunRuleState:
         return cls(last_step=doc.get("last_step"), rules=dict(doc.get("rules") or {}))
 
 
-_compiled: dict[tuple[str, int, str], StepFn] = {}
+_compiled: dict[tuple[str, str, int, str], StepFn] = {}
 
 
 _by_object: dict[int, tuple[Rule, StepFn, QuietFn | None]] = {}
@@ -120,8 +120,8 @@ USE_BATCH_FAST_PATH = True  # tests turn it off to check the fast path changes n
 
 
 def compile_rule(rule: Rule) -> StepFn:
-    """The rule's step function, cached per (id, version, params)."""
-    key = (rule.id, rule.version, json.dumps(dict(rule.params), sort_keys=True, default=list))
+    """The rule's step function, cached per (id, kind, version, params)."""
+    key = (rule.id, rule.kind, rule.version, json.dumps(dict(rule.params), sort_keys=True, default=list))
     fn = _compiled.get(key)
     if fn is None:
         if len(_compiled) > 4096:  # bounded: rule definitions change rarely
