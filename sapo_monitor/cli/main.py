@@ -31,37 +31,22 @@ def _root(
     """Stability diagnostics for SAPO / GRPO / GSPO reinforcement-learning runs."""
 
 
-# Subcommand registration: one line per module (each module owns its commands).
-from sapo_monitor.cli import train as _train  # noqa: E402
+# Subcommand registration: each module owns its commands; this order is the order of `--help`.
+from sapo_monitor.cli import (  # noqa: E402
+    compare,
+    db,
+    demo,
+    grafana,
+    runs,
+    serve,
+    token,
+    train,
+    upload,
+    webhooks,
+)
 
-_train.register(app)
-from sapo_monitor.cli import grafana as _grafana  # noqa: E402
-
-_grafana.register(app)
-from sapo_monitor.cli import demo as _demo  # noqa: E402
-
-_demo.register(app)
-from sapo_monitor.cli import webhooks as _webhooks  # noqa: E402
-
-_webhooks.register(app)
-from sapo_monitor.cli import upload as _upload  # noqa: E402
-
-_upload.register(app)
-from sapo_monitor.cli import serve as _serve  # noqa: E402
-
-_serve.register(app)
-from sapo_monitor.cli import db as _db  # noqa: E402
-
-_db.register(app)
-from sapo_monitor.cli import token as _token  # noqa: E402
-
-_token.register(app)
-from sapo_monitor.cli import runs as _runs  # noqa: E402
-
-_runs.register(app)
-from sapo_monitor.cli import compare as _compare  # noqa: E402
-
-_compare.register(app)
+for _module in (train, demo, serve, db, token, runs, compare, upload, webhooks, grafana):
+    _module.register(app)
 
 
 def main() -> None:
