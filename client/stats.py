@@ -193,24 +193,27 @@ class StepAccumulator:
         cfg = self.config
         n_rows = shape[0]
 
-        m = mask.detach().to(device) > 0
-        new, old = logp_new.detach(), logp_old.detach().to(device)
+        m = _on(mask.detach(), device) > 0
+        new, old = logp_new.detach(), _on(logp_old.detach(), device)
         # lr is finite exactly when both log-probs are (their float64 difference cannot overflow).
-        finite = torch.isfinite(new) & torch.isfinite(old)
+        # v - v is exactly 0 for finite v and NaN for NaN and +-Inf: isfinite(new) & isfinite(old) in
+        # four elementwise passes (torch.isfinite on floats takes five per tensor).
+        finite = ((new - new) + (old - old)) == 0
         valid = m & finite
-        adv = advantages.detach().to(device=device, dtype=f64)
+        adv = _on(advantages.detach(), device, f64)
         seq_len = m.sum(1)
         has_tokens = seq_len > 0
 
         tokens = _Tokens(valid, compact=self.compact if self.compact is not None else device.type == "cpu")
         # Gather in the input dtype, then compute in float64: the log-ratios (0 where excluded, masked mode).
-        x = tokens.take(new).to(f64) - tokens.take(old).to(f64)
+        old64 = _on(tokens.take(old), device, f64)
+        x = _on(tokens.take(new), device, f64) - old64
         a = tokens.take(adv) if adv.dim() == 2 else tokens.spread(adv)
         ones = tokens.ones(x)
         if self._pivots is None:
             lr_pivot = tokens.pivot(x)
             rw = opt.get("rewards")
-            rw_pivot = rw.detach().reshape(-1)[:1].to(device=device, dtype=f64).sum() if rw is not None else lr_pivot * 0
+            rw_pivot = _on(rw.detach().reshape(-1)[:1], device, f64).sum() if rw is not None else lr_pivot * 0
             self._pivots = torch.stack([lr_pivot, lr_pivot.exp() - 1.0, lr_pivot * 0, rw_pivot])
         lr_pivot, r_pivot = self._pivots[0], self._pivots[1]
 
@@ -224,7 +227,7 @@ class StepAccumulator:
             part = slice(i, i + chunk)
             self._add_sum("tok", _token_sums(x[part], a[part], ones[part], lr_pivot, r_pivot, cfg, buffers,
                                              masked=sel is not None))
-            row_sums += tokens.row_sums(buffers.features[1:3, : x[part].numel()], i, ones[part])
+            tokens.add_row_sums(row_sums, buffers.features[1:3, : x[part].numel()], i, ones[part])
             self._add_histograms(x[part], None if sel is None else sel[part], grid=sel is not None)
         self._kept_lr.append(x if tokens.sel is None else torch.where(tokens.sel, x, math.nan))
 
@@ -239,29 +242,31 @@ class StepAccumulator:
         seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
         seq_clip = ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
         d_s = s - 1.0 - self._pivots[2]
+        len64 = seq_len.to(f64)
         seq_features = torch.stack([
             torch.ones_like(s), d_s, d_s.square(), seq_clip.to(f64), seq_std,
-            (seq_adv.abs() < ZERO_SIGNAL_ABS).to(f64), seq_len.to(f64), seq_len.to(f64) - n_i,  # non-finite
+            (seq_adv.abs() < ZERO_SIGNAL_ABS).to(f64), len64, len64 - n_i,  # non-finite
         ])
         self._add_sum("seq", torch.stack([seq_ok, has_tokens.to(f64)]) @ seq_features.T)  # [2, len(_SEQ)]
         neg_inf = torch.full_like(seq_mean, -math.inf)
         self._add_max("seq", torch.stack([
-            torch.where(has_tokens, seq_len.to(f64), neg_inf),
+            torch.where(has_tokens, len64, neg_inf),
             torch.where(seq_ok > 0, seq_mean, neg_inf),
             torch.where(seq_ok > 0, -seq_mean, neg_inf),
         ]).amax(1) if n_rows else torch.full((3,), -math.inf, dtype=f64, device=device))
 
-        self._add_optional(opt, shape, device, old, tokens, ones)
+        self._add_optional(opt, shape, device, old64, tokens, ones)
 
     def _add_optional(
         self,
         opt: dict[str, torch.Tensor | None],
         shape: tuple[int, ...],
         device: torch.device,
-        old: torch.Tensor,
+        old64: torch.Tensor,
         tokens: _Tokens,
         ones: torch.Tensor,
     ) -> None:
+        """``old64``: the float64 logp_old of the tokens (as gathered by ``_add``)."""
         import torch
 
         f64 = torch.float64
@@ -269,17 +274,17 @@ class StepAccumulator:
         entropy = opt.get("entropy")
         if entropy is not None:
             _check_shape("entropy", entropy, shape)
-            ent = tokens.take(entropy.detach().to(device)).to(f64)
+            ent = _on(tokens.take(_on(entropy.detach(), device)), device, f64)
             self._add_sum("entropy", torch.stack([ent @ ones, n]))
         rewards = opt.get("rewards")
         if rewards is not None:
             assert self._pivots is not None
-            d = rewards.detach().to(device=device, dtype=f64).reshape(-1) - self._pivots[3]
+            d = _on(rewards.detach(), device, f64).reshape(-1) - self._pivots[3]
             self._add_sum("reward", torch.stack([torch.ones_like(d), d, d.square()]).sum(1))
         rollout = opt.get("logp_rollout")
         if rollout is not None:
             _check_shape("logp_rollout", rollout, shape)
-            d = tokens.take(old).to(f64) - tokens.take(rollout.detach().to(device)).to(f64)
+            d = old64 - _on(tokens.take(_on(rollout.detach(), device)), device, f64)
             self._add_sum("mismatch", torch.stack([d, d.exp() - 1.0 - d, ones]) @ ones)
             self._add_max("mismatch", (d.abs() * ones).amax() if d.numel() else torch.zeros((), dtype=f64))
         eo, en = opt.get("experts_old"), opt.get("experts_new")
@@ -291,8 +296,8 @@ class StepAccumulator:
                     f"experts_old {tuple(eo.shape)} and experts_new {tuple(en.shape)} must both be "
                     f"[B, T, k] or [L, B, T, k] with [B, T] = {shape}"
                 )
-            eo4 = eo.detach().to(device).reshape(-1, *eo.shape[-3:])
-            en4 = en.detach().to(device).reshape(-1, *en.shape[-3:])
+            eo4 = _on(eo.detach(), device).reshape(-1, *eo.shape[-3:])
+            en4 = _on(en.detach(), device).reshape(-1, *en.shape[-3:])
             # Compare chosen sets, not orders: sort the k ids of each (layer, token).
             changed = (eo4.sort(-1).values != en4.sort(-1).values).any(-1).sum(0)  # [B, T]: layers that flipped
             flips = tokens.take(changed).to(f64) @ ones
@@ -304,10 +309,14 @@ class StepAccumulator:
         f64 = torch.float64
         # The wire histogram. Its inner edges are the doubles nearest to j / 10 (j = -20..20), which
         # an IEEE division j / 10.0 gives exactly; so a guess j = floor(10 x) corrected by one exact
-        # comparison with each neighbouring edge puts every value in its left-closed bin.
-        j = (x * 10.0).floor()
-        j = j - (x < j / 10.0).to(f64) + (x >= (j + 1.0) / 10.0).to(f64)
-        bins = (j + 21.0).clamp(0, LOG_RATIO_HIST_BINS - 1).long()
+        # comparison with each neighbouring edge puts every value in its left-closed bin. A binary
+        # search over those same edges gives the same bins: one call, cheaper for a few tokens.
+        if x.numel() <= _BUCKETIZE_UP_TO:
+            bins = torch.bucketize(x, _hist_edges(x.device), right=True)
+        else:
+            j = (x * 10.0).floor()
+            j = j - (x < j / 10.0).to(f64) + (x >= (j + 1.0) / 10.0).to(f64)
+            bins = (j + 21.0).clamp(0, LOG_RATIO_HIST_BINS - 1).long()
         if sel is not None:
             bins = torch.where(sel, bins, LOG_RATIO_HIST_BINS)
         hist = torch.bincount(bins, minlength=LOG_RATIO_HIST_BINS + 1)[:LOG_RATIO_HIST_BINS]
@@ -367,10 +376,12 @@ class StepAccumulator:
             return no_range, empty, empty[: len(QUANTILES)], empty
         positions = [(n - 1) * q for _, q in QUANTILES]
         lows = [math.floor(pos) for pos in positions]
-        order = torch.tensor(lows + [min(j + 1, n - 1) for j in lows], device=values.device)
+        # One gather: the min, the max, then order statistics j and j + 1 of each quantile.
+        order = torch.tensor([0, n - 1, *lows, *(min(j + 1, n - 1) for j in lows)], device=values.device)
+        picked = values.index_select(0, order)
         frac = torch.tensor([pos - j for pos, j in zip(positions, lows, strict=True)], dtype=f64)
-        est = values[order]
-        return values[[0, -1]], est, frac.to(values.device), torch.zeros_like(est)
+        est = picked[2:]
+        return picked[:2], est, _on(frac, values.device), torch.zeros_like(est)
 
     def _quantile_estimates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Order statistics j and j+1 of each quantile (estimated from the grid), fractions, flags."""
@@ -419,12 +430,12 @@ class StepAccumulator:
             ("lr_range", lr_range),
             *((f"sum.{k}", v.reshape(-1)) for k, v in self._sums.items()),
             *((f"max.{k}", v.reshape(-1)) for k, v in self._maxes.items()),
-            ("hist", self._hist.to(f64)),
+            ("hist", self._hist),
             ("est", est),
             ("frac", frac),
-            ("outside", outside.to(f64)),
+            ("outside", outside),
         ]
-        host_all = torch.cat([v.to(f64) for _, v in parts]).tolist()  # the one transfer of the step
+        host_all = torch.cat([_on(v, v.device, f64) for _, v in parts]).tolist()  # the one transfer of the step
         host: dict[str, list[float]] = {}
         at = 0
         for name, v in parts:
@@ -444,6 +455,21 @@ class StepAccumulator:
         out = _assemble(h, quantiles)
         out["hist.log_ratio"] = [int(c) for c in host["hist"]]
         return out
+
+
+_BUCKETIZE_UP_TO = 4096  # histogram bins by binary search up to this many tokens (elementwise beyond)
+_HIST_EDGES: dict[torch.device, torch.Tensor] = {}
+
+
+def _hist_edges(device: torch.device) -> torch.Tensor:
+    """The 41 inner edges j / 10.0 (j = -20..20) of the wire histogram, float64, on ``device``."""
+    edges = _HIST_EDGES.get(device)
+    if edges is None:
+        import torch
+
+        edges = torch.tensor([j / 10.0 for j in range(-20, 21)], dtype=torch.float64, device=device)
+        _HIST_EDGES[device] = edges
+    return edges
 
 
 _CPU_CHUNK = 1 << 15  # tokens per chunk of feature work on a CPU (temporaries stay in cache)
@@ -655,8 +681,12 @@ class _Tokens:
             # One nonzero() for all the gathers of the micro-batch (masked_select would redo it each time).
             self._index = valid.reshape(-1).nonzero().squeeze(1)
             self._lengths = valid.sum(1)
-            self._ends = self._lengths.cumsum(0)
-            self._starts = self._ends - self._lengths
+            self._rows: torch.Tensor | None = None
+            if self._index.numel() <= _CPU_CHUNK:  # one chunk: index by sequence (fewer, cheaper ops)
+                self._rows = self._index // max(self._shape[1], 1)  # each token's sequence
+            else:  # segments (faster on many tokens)
+                self._ends = self._lengths.cumsum(0)
+                self._starts = self._ends - self._lengths
             self.sel = None
         else:
             self.sel = valid.reshape(-1)
@@ -672,6 +702,8 @@ class _Tokens:
     def spread(self, per_row: torch.Tensor) -> torch.Tensor:
         """A [B] tensor's value of each token's sequence."""
         if self.sel is None:
+            if self._rows is not None:
+                return per_row.index_select(0, self._rows)
             return per_row.repeat_interleave(self._lengths)
         return per_row.repeat_interleave(self._shape[1])
 
@@ -694,16 +726,29 @@ class _Tokens:
             return self._lengths.to(torch.float64)
         return self.sel.reshape(self._shape).sum(1).to(torch.float64)
 
-    def row_sums(self, data: torch.Tensor, start: int, ones: torch.Tensor) -> torch.Tensor:
-        """Per-sequence sums [k, B] of ``data`` [k, n], the tokens ``start .. start + n`` (a chunk)."""
+    def add_row_sums(self, out: torch.Tensor, data: torch.Tensor, start: int, ones: torch.Tensor) -> None:
+        """Add to ``out`` [k, B] the per-sequence sums of ``data`` [k, n], the tokens ``start .. start + n``
+        (a chunk)."""
         import torch
 
         k, n = data.shape
         if self.sel is not None:  # masked mode works on the whole batch in one chunk
-            return (data * ones).reshape(k, *self._shape).sum(2)
+            out += (data * ones).reshape(k, *self._shape).sum(2)
+            return
+        if self._rows is not None:  # the whole micro-batch (start == 0)
+            for i in range(k):  # in token order within each sequence
+                out[i].index_add_(0, self._rows, data[i])
+            return
         # Each sequence's share of this chunk (tokens are in sequence order).
         lengths = (self._ends.clamp(max=start + n) - self._starts.clamp(min=start)).clamp(min=0)
-        return torch.segment_reduce(data, "sum", lengths=lengths.expand(k, -1), axis=1)
+        out += torch.segment_reduce(data, "sum", lengths=lengths.expand(k, -1), axis=1)
+
+
+def _on(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``t.to(device, dtype)`` without the call when nothing changes (many tiny calls per step)."""
+    if t.device == device and (dtype is None or t.dtype == dtype):
+        return t
+    return t.to(device=device, dtype=dtype)
 
 
 def _check_2d(name: str, t: object) -> None:

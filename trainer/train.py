@@ -299,18 +299,19 @@ class Trainer:
                 lambda: StepBatch(
                     step=self.step,
                     logp_new=logp_new.detach().clone(),
-                    logp_old=ro.logp_old[idx].clone(),
-                    advantages=ro.advantages[idx].clone(),
+                    # Indexing with ``idx`` already makes fresh copies: no second clone needed.
+                    logp_old=ro.logp_old[idx],
+                    advantages=ro.advantages[idx],
                     mask=mask.clone(),
-                    rewards=ro.rewards[idx].clone(),
+                    rewards=ro.rewards[idx],
                     group_size=ro.group_size,
                     loss=loss,
                     grad_norm=grad_norm,
                     lr=lr,
-                    config=cfg.to_dict(),
+                    config=_config_dict(cfg),
                     entropy=entropy.detach().clone(),
-                    logp_rollout=ro.logp_rollout[idx].clone(),
-                    experts_old=None if ro.experts_old is None else ro.experts_old[:, idx].clone(),
+                    logp_rollout=ro.logp_rollout[idx],
+                    experts_old=None if ro.experts_old is None else ro.experts_old[:, idx],
                     experts_new=None if experts_new is None else experts_new.detach().clone(),
                     rollout=rollout_idx,
                     minibatch=minibatch,
@@ -360,3 +361,15 @@ class Trainer:
             wall_s=wall_s,
             history=list(h),
         )
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg.to_dict()``, fast for the usual flat config of plain values (``asdict`` deep-copies each
+    field, a noticeable share of an observer call at small presets)."""
+    values = vars(cfg)
+    if len(values) == len(dataclasses.fields(cfg)) and all(type(v) in _PLAIN for v in values.values()):
+        return dict(values)
+    return cfg.to_dict()
