@@ -233,11 +233,11 @@ class StepAccumulator:
 
         # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
         n_i = tokens.row_counts()
-        seq_ok = (n_i > 0).to(f64)
-        safe_n = n_i.clamp(min=1)
-        shift = row_sums[0] / safe_n  # sequence mean of lr minus the step's pivot
+        ok = n_i > 0
+        seq_ok = ok.to(f64)
+        shift, shift_sq = (row_sums / n_i.clamp(min=1)).unbind(0)  # sequence means of lr - pivot, its square
         seq_mean = lr_pivot + shift
-        seq_std = (row_sums[1] / safe_n - shift.square()).clamp(min=0).sqrt()
+        seq_std = (shift_sq - shift.square()).clamp(min=0).sqrt()
         s = seq_mean.exp()
         seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
         seq_clip = ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
@@ -251,8 +251,8 @@ class StepAccumulator:
         neg_inf = torch.full_like(seq_mean, -math.inf)
         self._add_max("seq", torch.stack([
             torch.where(has_tokens, len64, neg_inf),
-            torch.where(seq_ok > 0, seq_mean, neg_inf),
-            torch.where(seq_ok > 0, -seq_mean, neg_inf),
+            torch.where(ok, seq_mean, neg_inf),
+            torch.where(ok, -seq_mean, neg_inf),
         ]).amax(1) if n_rows else torch.full((3,), -math.inf, dtype=f64, device=device))
 
         self._add_optional(opt, shape, device, old64, tokens, ones)
@@ -423,7 +423,6 @@ class StepAccumulator:
 
         if self.empty or self._hist is None or self._pivots is None:
             return {}
-        f64 = torch.float64
         lr_range, est, frac, outside = self._quantiles()
         parts: list[tuple[str, torch.Tensor]] = [
             ("pivots", self._pivots),
@@ -435,7 +434,8 @@ class StepAccumulator:
             ("frac", frac),
             ("outside", outside),
         ]
-        host_all = torch.cat([_on(v, v.device, f64) for _, v in parts]).tolist()  # the one transfer of the step
+        # cat promotes the counts (int64) and flags (bool) to float64 exactly: the one transfer of the step.
+        host_all = torch.cat([v for _, v in parts]).tolist()
         host: dict[str, list[float]] = {}
         at = 0
         for name, v in parts:
