@@ -201,8 +201,7 @@ class StepAccumulator:
         finite = ((new - new) + (old - old)) == 0
         valid = m & finite
         adv = _on(advantages.detach(), device, f64)
-        seq_len = m.sum(1)
-        has_tokens = seq_len > 0
+        len64 = m.sum(1, dtype=f64)  # masked tokens per sequence
 
         tokens = _Tokens(valid, compact=self.compact if self.compact is not None else device.type == "cpu")
         # Gather in the input dtype, then compute in float64: the log-ratios (0 where excluded, masked mode).
@@ -224,11 +223,15 @@ class StepAccumulator:
         buffers = _FeatureBuffers(min(chunk, x.numel()), device)
         row_sums = torch.zeros(2, n_rows, dtype=f64, device=device)  # per sequence: sum of d_lr, of d_lr^2
         for i in range(0, max(x.numel(), 1), chunk):
-            part = slice(i, i + chunk)
-            self._add_sum("tok", _token_sums(x[part], a[part], ones[part], lr_pivot, r_pivot, cfg, buffers,
+            if x.numel() <= chunk:  # one chunk: no slicing
+                x_c, a_c, ones_c, sel_c = x, a, ones, sel
+            else:
+                part = slice(i, i + chunk)
+                x_c, a_c, ones_c, sel_c = x[part], a[part], ones[part], None if sel is None else sel[part]
+            self._add_sum("tok", _token_sums(x_c, a_c, ones_c, lr_pivot, r_pivot, cfg, buffers,
                                              masked=sel is not None))
-            tokens.add_row_sums(row_sums, buffers.features[1:3, : x[part].numel()], i, ones[part])
-            self._add_histograms(x[part], None if sel is None else sel[part], grid=sel is not None)
+            tokens.add_row_sums(row_sums, buffers.features[1:3, : x_c.numel()], i, ones_c)
+            self._add_histograms(x_c, sel_c, grid=sel is not None)
         self._kept_lr.append(x if tokens.sel is None else torch.where(tokens.sel, x, math.nan))
 
         # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
@@ -239,20 +242,19 @@ class StepAccumulator:
         seq_mean = lr_pivot + shift
         seq_std = (shift_sq - shift.square()).clamp(min=0).sqrt()
         s = seq_mean.exp()
-        seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / seq_len.clamp(min=1)
+        seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / len64.clamp(min=1)
         seq_clip = ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
         d_s = s - 1.0 - self._pivots[2]
-        len64 = seq_len.to(f64)
         seq_features = torch.stack([
             torch.ones_like(s), d_s, d_s.square(), seq_clip.to(f64), seq_std,
             (seq_adv.abs() < ZERO_SIGNAL_ABS).to(f64), len64, len64 - n_i,  # non-finite
         ])
-        self._add_sum("seq", torch.stack([seq_ok, has_tokens.to(f64)]) @ seq_features.T)  # [2, len(_SEQ)]
-        neg_inf = torch.full_like(seq_mean, -math.inf)
+        has_tokens = len64.clamp(max=1.0)  # 1 for sequences with a masked token, else 0
+        self._add_sum("seq", torch.stack([seq_ok, has_tokens]) @ seq_features.T)  # [2, len(_SEQ)]
+        # Maxima of the response length (0 for a sequence without tokens: only read when some sequence
+        # has one), of the sequence mean log-ratio and of its negative (-inf without finite tokens).
         self._add_max("seq", torch.stack([
-            torch.where(has_tokens, len64, neg_inf),
-            torch.where(ok, seq_mean, neg_inf),
-            torch.where(ok, -seq_mean, neg_inf),
+            len64, torch.where(ok, seq_mean, -math.inf), torch.where(ok, -seq_mean, -math.inf),
         ]).amax(1) if n_rows else torch.full((3,), -math.inf, dtype=f64, device=device))
 
         self._add_optional(opt, shape, device, old64, tokens, ones)
