@@ -351,14 +351,15 @@ class StepAccumulator:
         hi.scatter_reduce_(0, cell, x, "amax")
 
     # ------------------------------------------------------------------------------------ result
-    def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | list[float], torch.Tensor | list[float]]:
         """[min lr, max lr], order statistics j and j+1 of each quantile, their fractions, and flags for
-        order statistics outside the grid (which ``result`` then computes exactly)."""
+        order statistics outside the grid (which ``result`` then computes exactly). Fractions and flags
+        known on the host already (exact quantiles by sorting) come as lists."""
         import torch
 
         if self._grid is None:  # compact mode: the log-ratios are all at hand
             n = sum(t.numel() for t in self._kept_lr)
-            values = torch.cat(self._kept_lr)
+            values = self._kept_lr[0] if len(self._kept_lr) == 1 else torch.cat(self._kept_lr)
             if n <= _EXACT_QUANTILES_UP_TO:
                 return self._sorted_quantiles(values.sort().values)
             chunk = _CPU_CHUNK
@@ -368,22 +369,21 @@ class StepAccumulator:
         _, lo, hi = (t[:-1] for t in self._grid)  # type: ignore[union-attr]
         return torch.stack([lo.amin(), hi.amax()]), est, frac, outside
 
-    def _sorted_quantiles(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _sorted_quantiles(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
         import torch
 
         f64, n = torch.float64, values.numel()
         if n == 0:
             empty = torch.zeros(2 * len(QUANTILES), dtype=f64, device=values.device)
             no_range = torch.tensor([math.inf, -math.inf], dtype=f64, device=values.device)
-            return no_range, empty, empty[: len(QUANTILES)], empty
+            return no_range, empty, [0.0] * len(QUANTILES), [0.0] * (2 * len(QUANTILES))
         positions = [(n - 1) * q for _, q in QUANTILES]
         lows = [math.floor(pos) for pos in positions]
         # One gather: the min, the max, then order statistics j and j + 1 of each quantile.
         order = torch.tensor([0, n - 1, *lows, *(min(j + 1, n - 1) for j in lows)], device=values.device)
         picked = values.index_select(0, order)
-        frac = torch.tensor([pos - j for pos, j in zip(positions, lows, strict=True)], dtype=f64)
-        est = picked[2:]
-        return picked[:2], est, _on(frac, values.device), torch.zeros_like(est)
+        frac = [pos - j for pos, j in zip(positions, lows, strict=True)]
+        return picked[:2], picked[2:], frac, [0.0] * (2 * len(QUANTILES))
 
     def _quantile_estimates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Order statistics j and j+1 of each quantile (estimated from the grid), fractions, flags."""
@@ -433,8 +433,7 @@ class StepAccumulator:
             *((f"max.{k}", v.reshape(-1)) for k, v in self._maxes.items()),
             ("hist", self._hist),
             ("est", est),
-            ("frac", frac),
-            ("outside", outside),
+            *((name, v) for name, v in (("frac", frac), ("outside", outside)) if not isinstance(v, list)),
         ]
         # cat promotes the counts (int64) and flags (bool) to float64 exactly: the one transfer of the step.
         host_all = torch.cat([v for _, v in parts]).tolist()
@@ -443,6 +442,9 @@ class StepAccumulator:
         for name, v in parts:
             host[name] = host_all[at : at + v.numel()]
             at += v.numel()
+        for name, v in (("frac", frac), ("outside", outside)):
+            if isinstance(v, list):
+                host[name] = v
 
         h = _named_sums(host)
         nq = len(QUANTILES)
