@@ -218,8 +218,9 @@ class StepAccumulator:
 
         # Per-token features, summed per group (all, A > 0, A < 0) by one matrix product per chunk:
         # chunks keep every temporary in cache, which matters more than anything else on a CPU.
-        chunk = _CPU_CHUNK if device.type == "cpu" else max(x.numel(), 1)
         sel = tokens.sel
+        # The masked layout (what accelerators use) sums sequences over the whole [B, T] grid at once.
+        chunk = _CPU_CHUNK if device.type == "cpu" and sel is None else max(x.numel(), 1)
         buffers = _FeatureBuffers(min(chunk, x.numel()), device)
         row_sums = torch.zeros(2, n_rows, dtype=f64, device=device)  # per sequence: sum of d_lr, of d_lr^2
         for i in range(0, max(x.numel(), 1), chunk):

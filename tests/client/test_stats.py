@@ -315,8 +315,9 @@ def test_values_on_histogram_edges_go_to_the_bin_they_open(value):
 
 
 @pytest.mark.parametrize("compact", [True, False])
-def test_compact_and_masked_layouts_agree(compact):
-    case = make_case(seed=20)
+@pytest.mark.parametrize("shape", [None, (24, 2048)])  # the second is past a CPU chunk (32,768 tokens)
+def test_compact_and_masked_layouts_agree(compact, shape):
+    case = make_case(seed=20) if shape is None else make_case(seed=20, B=shape[0], T=shape[1])
     case["logp_new"][0, 1] = math.nan
     acc = StepAccumulator(compact=compact)
     acc.add(**case)
