@@ -6,13 +6,12 @@ The lifespan opens the database, creates the schema through the migrations on an
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sapo_monitor import __version__
 
-from .api import compare, health, ingest, runs
+from .api import alerts, compare, health, ingest, rules, runs, webhooks
 from .api.deps import AuthDep, DbDep, SettingsDep
 from .auth import TokenCache
 from .errors import ErrorOut, PayloadTooLarge, install_handlers
@@ -77,46 +76,6 @@ class _Observe:
             self.metrics.ingest_requests.labels(code).inc()
 
 
-# Extensions: the alerts area's routers, background work and /metrics families are picked up by name,
-# so the service runs (and its tests pass) with or without them.
-_EXTENSION_ROUTERS = ("rules", "alerts", "webhooks")
-
-
-def _optional(module: str):  # type: ignore[no-untyped-def]
-    try:
-        return importlib.import_module(module, __package__)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith(module.lstrip(".").split(".")[-1]):
-            return None
-        raise
-
-
-def _extension_routers() -> list[APIRouter]:
-    out = []
-    for name in _EXTENSION_ROUTERS:
-        mod = _optional(f".api.{name}")
-        if mod is not None:
-            out.append(mod.router)
-    return out
-
-
-def _extension_metric_sources() -> list:
-    """``metric_families(session, *, now, window, project)`` of the rules hook, when it defines one."""
-    fn = getattr(hooks, "metric_families", None)
-    return [fn] if fn is not None else []
-
-
-@asynccontextmanager
-async def _extension_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """``hooks.lifespan(app)`` (background delivery, silence checks) when the rules hook defines one."""
-    fn = getattr(hooks, "lifespan", None)
-    if fn is None:
-        yield
-        return
-    async with fn(app):
-        yield
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The service for ``settings``; the database is opened when the app starts (lifespan)."""
     settings.check_safe()
@@ -129,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.migrate_on_start:
                 await run_in_threadpool(ensure_schema, db.engine)
             app.state.db = db
-            async with _extension_lifespan(app):
+            async with hooks.lifespan(app):  # webhook delivery and silence checks
                 yield
         finally:
             db.dispose()
@@ -165,10 +124,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(SQLAlchemyError, _db_error)
 
-    for module in (ingest, runs, compare):
+    for module in (ingest, runs, compare, rules, alerts, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
-    for router in _extension_routers():
-        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
 
     @app.get("/metrics", response_class=Response, tags=["health"], summary="Prometheus metrics",
@@ -179,7 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth on, a ``read`` or ``admin`` token sees its own project's runs."""
         principal.require("read", None)
         collector = StoredStateCollector(db, window=cfg.active_window.total_seconds(), project=principal.project,
-                                         sources=_extension_metric_sources())
+                                         sources=[hooks.metric_families])
         body = await run_in_threadpool(exposition, service_metrics, collector)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -1,4 +1,4 @@
-"""The rules area's hooks into the service, looked up by name by the storage layer and the app.
+"""The rules area's hooks into the service, called by the storage layer and the app.
 
 * :func:`on_steps_stored`: called by :func:`sapo_monitor.service.storage.steps.store_steps` inside the
   transaction that stored a batch, after the run row was locked.
