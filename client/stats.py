@@ -22,10 +22,10 @@ Choices the catalogue leaves open, fixed here:
   exact when the bracketing order statistics are alone in their bin or tied, within 1/512 otherwise;
   an order statistic outside [-8, 8) is then computed exactly from the kept log-ratios.
 
-Everything is computed in float64 on the inputs' device (float32 or bf16 inputs are upcast after the
-tokens are gathered), without gradients. On an accelerator (masked layout, no data-dependent shapes)
-a step's numbers reach the host in one transfer (a second one only for a quantile outside [-8, 8));
-on a CPU, where a transfer costs nothing, the finite masked tokens are gathered first (faster).
+Everything is computed in float64 on the inputs' device (float32 or bf16 inputs are upcast block by
+block), without gradients, in the [B, T] layout: excluded positions are zeroed, never gathered, so no
+shape depends on the data. A step's numbers reach the host in one transfer (a second one only for a
+quantile outside [-8, 8)). On a CPU the finite log-ratios are also gathered, for exact quantiles.
 Log-ratios above ~709 overflow the float64 ratio: ratio statistics of such a step are infinite/NaN.
 """
 
@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sapo_monitor.client.errors import InputError
+from sapo_monitor.client.errors import ConfigError, InputError
 from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
 
 if TYPE_CHECKING:
@@ -70,6 +70,18 @@ class StatsConfig:
     seq_eps_low: float = 3e-4  # GSPO sequence band [1 - seq_eps_low, 1 + seq_eps_high]
     seq_eps_high: float = 4e-4
     saturation_threshold: float = 0.1  # a token's SAPO gate is "saturated" when w < this
+
+    def __post_init__(self) -> None:
+        # The bounds are what make the definitions meaningful (and let the statistics skip masking the
+        # flags of excluded tokens, where r = 1 and w = 1).
+        for name in ("tau_pos", "tau_neg"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"StatsConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("eps_low", "eps_high", "seq_eps_low", "seq_eps_high"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"StatsConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.saturation_threshold <= 1:
+            raise ConfigError(f"StatsConfig.saturation_threshold must be in (0, 1], got {self.saturation_threshold!r}")
 
 
 def compute_step_stats(
@@ -112,18 +124,19 @@ class StepAccumulator:
 
     ``add`` once per micro-batch, then ``result`` once: the result equals one ``add`` of all the
     tokens (quantiles within the grid tolerance). Holds only tensors it computed itself, never the
-    caller's. Per micro-batch, every per-token quantity becomes a row of a feature matrix that one
-    matrix product sums per group (all tokens, A > 0, A < 0); per-sequence quantities likewise. Those
-    sums are shifted by pivot values fixed at the step's first micro-batch (so variances of near-constant
-    data keep full precision) and therefore simply add across micro-batches; extremes take max and
-    histograms add. The log-ratios are kept (our own float64 copy) only for the rare exact quantile
-    outside the grid. Few, large operations: the cost stays low on small steps too.
+    caller's. The work keeps the [B, T] layout: no gathers, no data-dependent shapes. Per-token
+    features (columns ``_TOK``) are summed per sequence, and the per-sequence sums weighted by the
+    sequences' groups (``_GROUPS``: all, A > 0, A < 0, ...) give the per-group sums in one small matrix
+    product. Sums are shifted by pivot values fixed at the step's first micro-batch (so variances of
+    near-constant data keep full precision) and therefore simply add across micro-batches; extremes
+    take max and histograms add. Few, large operations: the cost stays low on small steps too.
     """
 
     def __init__(self, config: StatsConfig = StatsConfig(), *, compact: bool | None = None) -> None:
         self.config = config
-        # compact=True gathers the finite masked tokens into a vector (fastest on a CPU); False keeps
-        # the [B, T] layout with a mask, which needs no host sync (the default on accelerators).
+        # compact=True keeps the finite log-ratios gathered (a data-dependent shape: cheap on a CPU) so
+        # that quantiles can be exact; False bins them into the grid on the device, with no host sync
+        # (the default on accelerators).
         self.compact = compact
         self.reset()
 
@@ -178,6 +191,7 @@ class StepAccumulator:
         mask: torch.Tensor,
         opt: dict[str, torch.Tensor | None],
     ) -> None:
+        # Runs under no_grad (see ``add``): nothing computed here requires grad, so nothing is detached.
         import torch
 
         f64 = torch.float64
@@ -190,123 +204,153 @@ class StepAccumulator:
             raise InputError(
                 f"advantages has shape {tuple(advantages.shape)}; expected [B]={shape[:1]} or [B, T]={shape}"
             )
+        per_row = _check_optional(opt, shape)
         cfg = self.config
-        n_rows = shape[0]
+        n_rows, n_cols = shape
 
-        m = _on(mask.detach(), device) > 0
-        new, old = logp_new.detach(), _on(logp_old.detach(), device)
-        # lr is finite exactly when both log-probs are (their float64 difference cannot overflow).
-        # v - v is exactly 0 for finite v and NaN for NaN and +-Inf: isfinite(new) & isfinite(old) in
-        # four elementwise passes (torch.isfinite on floats takes five per tensor).
-        finite = ((new - new) + (old - old)) == 0
-        valid = m & finite
-        adv = _on(advantages.detach(), device, f64)
-        len64 = m.sum(1, dtype=f64)  # masked tokens per sequence
-
-        tokens = _Tokens(valid, compact=self.compact if self.compact is not None else device.type == "cpu")
-        # Gather in the input dtype, then compute in float64: the log-ratios (0 where excluded, masked mode).
-        old64 = _on(tokens.take(old), device, f64)
-        x = _on(tokens.take(new), device, f64) - old64
-        a = tokens.take(adv) if adv.dim() == 2 else tokens.spread(adv)
-        ones = tokens.ones(x)
-        if self._pivots is None:
-            lr_pivot = tokens.pivot(x)
-            rw = opt.get("rewards")
-            rw_pivot = _on(rw.detach().reshape(-1)[:1], device, f64).sum() if rw is not None else lr_pivot * 0
-            self._pivots = torch.stack([lr_pivot, lr_pivot.exp() - 1.0, lr_pivot * 0, rw_pivot])
-        lr_pivot, r_pivot = self._pivots[0], self._pivots[1]
-
-        # Per-token features, summed per group (all, A > 0, A < 0) by one matrix product per chunk:
-        # chunks keep every temporary in cache, which matters more than anything else on a CPU.
-        sel = tokens.sel
-        # The masked layout (what accelerators use) sums sequences over the whole [B, T] grid at once.
-        chunk = _CPU_CHUNK if device.type == "cpu" and sel is None else max(x.numel(), 1)
-        buffers = _FeatureBuffers(min(chunk, x.numel()), device)
-        row_sums = torch.zeros(2, n_rows, dtype=f64, device=device)  # per sequence: sum of d_lr, of d_lr^2
-        for i in range(0, max(x.numel(), 1), chunk):
-            if x.numel() <= chunk:  # one chunk: no slicing
-                x_c, a_c, ones_c, sel_c = x, a, ones, sel
-            else:
-                part = slice(i, i + chunk)
-                x_c, a_c, ones_c, sel_c = x[part], a[part], ones[part], None if sel is None else sel[part]
-            self._add_sum("tok", _token_sums(x_c, a_c, ones_c, lr_pivot, r_pivot, cfg, buffers,
-                                             masked=sel is not None))
-            tokens.add_row_sums(row_sums, buffers.features[1:3, : x_c.numel()], i, ones_c)
-            self._add_histograms(x_c, sel_c, grid=sel is not None)
-        self._kept_lr.append(x if tokens.sel is None else torch.where(tokens.sel, x, math.nan))
-
-        # Sequences: geometric-mean ratio (GSPO), its band, dispersion within a sequence, zero signal.
-        n_i = tokens.row_counts()
-        ok = n_i > 0
-        seq_ok = ok.to(f64)
-        shift, shift_sq = (row_sums / n_i.clamp(min=1)).unbind(0)  # sequence means of lr - pivot, its square
-        seq_mean = lr_pivot + shift
-        seq_std = (shift_sq - shift.square()).clamp(min=0).sqrt()
-        s = seq_mean.exp()
-        seq_adv = adv if adv.dim() == 1 else torch.where(m, adv, 0.0).sum(1) / len64.clamp(min=1)
-        seq_clip = ((seq_adv > 0) & (s > 1.0 + cfg.seq_eps_high)) | ((seq_adv < 0) & (s < 1.0 - cfg.seq_eps_low))
-        d_s = s - 1.0 - self._pivots[2]
-        seq_features = torch.stack([
-            torch.ones_like(s), d_s, d_s.square(), seq_clip.to(f64), seq_std,
-            (seq_adv.abs() < ZERO_SIGNAL_ABS).to(f64), len64, len64 - n_i,  # non-finite
-        ])
-        has_tokens = len64.clamp(max=1.0)  # 1 for sequences with a masked token, else 0
-        self._add_sum("seq", torch.stack([seq_ok, has_tokens]) @ seq_features.T)  # [2, len(_SEQ)]
-        # Maxima of the response length (0 for a sequence without tokens: only read when some sequence
-        # has one), of the sequence mean log-ratio and of its negative (-inf without finite tokens).
-        self._add_max("seq", torch.stack([
-            len64, torch.where(ok, seq_mean, -math.inf), torch.where(ok, -seq_mean, -math.inf),
-        ]).amax(1) if n_rows else torch.full((3,), -math.inf, dtype=f64, device=device))
-
-        self._add_optional(opt, shape, device, old64, tokens, ones)
-
-    def _add_optional(
-        self,
-        opt: dict[str, torch.Tensor | None],
-        shape: tuple[int, ...],
-        device: torch.device,
-        old64: torch.Tensor,
-        tokens: _Tokens,
-        ones: torch.Tensor,
-    ) -> None:
-        """``old64``: the float64 logp_old of the tokens (as gathered by ``_add``)."""
-        import torch
-
-        f64 = torch.float64
-        n = ones.sum()
-        entropy = opt.get("entropy")
-        if entropy is not None:
-            _check_shape("entropy", entropy, shape)
-            ent = _on(tokens.take(_on(entropy.detach(), device)), device, f64)
-            self._add_sum("entropy", torch.stack([ent @ ones, n]))
+        adv = _on(advantages, device, f64)
+        per_token = adv.dim() == 2
+        pos, neg = adv > 0, adv < 0
+        groups = _groups(adv, pos, neg)  # [len(_GROUPS), B] or [len(_GROUPS), B, T]
+        # SAPO's temperature per sequence (or token) follows the advantage's sign.
+        tau = groups[1] * (cfg.tau_pos - cfg.tau_neg) + cfg.tau_neg
+        if not per_token:
+            tau = tau.unsqueeze(1)  # broadcasts over positions
+        # A block of sequences at a time. On a CPU every float64 temporary of a block stays in cache
+        # and is reused: full-size temporaries would cost more in allocation and page faults than in
+        # arithmetic. A small step is one block, where each operation counts: none is spent on slicing.
+        rows = max(1, _CPU_CHUNK // max(n_cols, 1)) if device.type == "cpu" else max(n_rows, 1)
+        feat = torch.empty(len(_TOK), min(rows, n_rows), n_cols, dtype=f64, device=device)
+        compact = self.compact if self.compact is not None else device.type == "cpu"
+        if rows >= n_rows:
+            row_sums, len64, tok, m = self._add_block(logp_new, logp_old, mask, tau,
+                                                      groups if per_token else None, per_row, feat, compact)
+        else:
+            row_sums = torch.empty(len(_TOK), n_rows, dtype=f64, device=device)
+            len64 = torch.empty(n_rows, dtype=f64, device=device)
+            tok = torch.zeros(len(_TOK), len(_GROUPS), dtype=f64, device=device) if per_token else None
+            for r0 in range(0, n_rows, rows):
+                b = slice(r0, min(r0 + rows, n_rows))
+                sums, lens, tok_b, _ = self._add_block(
+                    logp_new[b], logp_old[b], mask[b], tau[b], groups[:, b] if per_token else None,
+                    {k: v[:, b] if k.startswith("experts") else v[b] for k, v in per_row.items()}, feat, compact,
+                )
+                row_sums[:, b], len64[b] = sums, lens
+                if tok is not None and tok_b is not None:
+                    tok += tok_b
+            m = _on(mask, device) > 0 if per_token else None
+        if tok is None:  # per-sequence groups: weight each sequence's sums
+            tok = row_sums @ groups.T
+        self._add_sum("tok", tok)  # [len(_TOK), len(_GROUPS)]
+        self._add_sequences(row_sums, len64, adv, pos, neg, m)
         rewards = opt.get("rewards")
         if rewards is not None:
             assert self._pivots is not None
-            d = _on(rewards.detach(), device, f64).reshape(-1) - self._pivots[3]
+            d = _on(rewards, device, f64).reshape(-1) - self._pivots[2]
             self._add_sum("reward", torch.stack([torch.ones_like(d), d, d.square()]).sum(1))
+
+    def _add_sequences(self, row_sums: torch.Tensor, len64: torch.Tensor, adv: torch.Tensor, pos: torch.Tensor,
+                       neg: torch.Tensor, m: torch.Tensor | None) -> None:
+        """GSPO's sequence ratio s_i (geometric mean), its band, dispersion within a sequence, zero signal.
+
+        ``row_sums``: the token features summed per sequence; ``len64``: masked tokens per sequence
+        (non-finite ones included); ``m``: the mask as booleans (read for per-token advantages only)."""
+        import torch
+
+        assert self._pivots is not None
+        cfg, f64 = self.config, torch.float64
+        n_i = row_sums[0]
+        shift, shift_sq = (row_sums[1:3] / n_i.clamp(min=1)).unbind(0)  # means of lr - pivot, of its square
+        seq_mean = self._pivots[0] + shift
+        s = seq_mean.exp()
+        if adv.dim() == 2:  # a sequence's advantage: the mean over its masked tokens
+            assert m is not None
+            adv = torch.where(m, adv, 0.0).sum(1) / len64.clamp(min=1)
+            pos, neg = adv > 0, adv < 0
+        seq_clip = torch.where(pos, s > 1.0 + cfg.seq_eps_high, neg & (s < 1.0 - cfg.seq_eps_low))
+        d_s = s - 1.0
+        seq_features = torch.stack([
+            len64.clamp(max=1.0), d_s, d_s.square(), seq_clip, (shift_sq - shift.square()).clamp(min=0).sqrt(),
+            adv.abs() < ZERO_SIGNAL_ABS, len64, len64 - n_i,  # non-finite
+        ])  # rows of _SEQ (booleans become 0/1); row 0: 1 for sequences with a masked token
+        ok = n_i > 0
+        # Summed over the sequences with a finite token (the ratio statistics), and with any masked token.
+        self._add_sum("seq", torch.stack([ok.to(f64), seq_features[0]]) @ seq_features.T)  # [2, len(_SEQ)]
+        # Maxima of the response length (0 for a sequence without tokens: only read when some sequence
+        # has one), of the sequence mean log-ratio and of its negative (-inf without finite tokens).
+        seq_mean = torch.where(ok, seq_mean, -math.inf)
+        self._add_max("seq", torch.stack([len64, seq_mean, torch.where(ok, -seq_mean, -math.inf)]).amax(1)
+                      if n_i.numel() else torch.full((3,), -math.inf, dtype=f64, device=n_i.device))
+
+    def _add_block(
+        self,
+        logp_new: torch.Tensor,
+        logp_old: torch.Tensor,
+        mask: torch.Tensor,
+        tau: torch.Tensor,
+        groups: torch.Tensor | None,
+        opt: dict[str, torch.Tensor],
+        feat: torch.Tensor,
+        compact: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One block of sequences: the token features summed per sequence [len(_TOK), b], masked tokens
+        per sequence [b], the per-group sums when ``groups`` is per token, and the mask as booleans."""
+        import torch
+
+        f64, device = torch.float64, logp_new.device
+        m = _on(mask, device) > 0
+        old64 = _on(logp_old, device, f64)
+        x = _on(logp_new, device, f64) - old64
+        # v - v is 0 exactly for finite v and NaN for NaN and +-Inf: one test for lr's finiteness.
+        valid = m & ((x - x) == 0)
+        vf = valid.to(f64)
+        x = torch.where(valid, x, 0.0)  # lr 0 where excluded: r - 1, k3 and the clip flags vanish there
+        # Compact: the finite log-ratios gathered, in sequence order (for exact quantiles on the host).
+        kept = x.reshape(-1).masked_select(valid.reshape(-1)) if compact else None
+        if self._pivots is None:  # one of the kept values (0 if none): the shift that keeps ties exact
+            lr_pivot = kept[:1].sum() if kept is not None else x.reshape(-1)[valid.reshape(-1).int().argmax()]
+            rw = opt.get("rewards")
+            rw_pivot = _on(rw.reshape(-1)[:1], device, f64).sum() if rw is not None else lr_pivot
+            self._pivots = torch.stack([lr_pivot, lr_pivot.exp() - 1.0, rw_pivot])
+        n_rows = x.shape[0]
+        if feat.shape[1] != n_rows:
+            feat = feat[:, :n_rows]
+        _token_features(x, vf, tau, self._pivots[0], self._pivots[1], self.config, feat)
+        row_sums = feat.sum(2)
+        tok = None if groups is None else feat.reshape(len(_TOK), -1) @ groups.reshape(len(_GROUPS), -1).T
+        self._add_histograms(x, valid, grid=not compact)
+        # The log-ratios themselves, for exact quantiles (compact) or the rare exact order statistic
+        # outside the grid (masked).
+        self._kept_lr.append(kept if kept is not None else torch.where(valid, x, math.nan))
+        if len(opt) > ("rewards" in opt):
+            self._add_optional(opt, old64, valid, row_sums[0].sum())
+        return row_sums, m.sum(1, dtype=f64), tok, m
+
+    def _add_optional(self, opt: dict[str, torch.Tensor], old64: torch.Tensor, valid: torch.Tensor,
+                      n: torch.Tensor) -> None:
+        """The optional per-token tensors of one block (shapes checked): ``old64`` the float64 logp_old,
+        ``valid`` the finite masked tokens, ``n`` their count."""
+        import torch
+
+        f64, device = torch.float64, old64.device
+        entropy = opt.get("entropy")
+        if entropy is not None:
+            self._add_sum("entropy", torch.stack([torch.where(valid, _on(entropy, device, f64), 0.0).sum(), n]))
         rollout = opt.get("logp_rollout")
         if rollout is not None:
-            _check_shape("logp_rollout", rollout, shape)
-            d = old64 - _on(tokens.take(_on(rollout.detach(), device)), device, f64)
-            self._add_sum("mismatch", torch.stack([d, d.exp() - 1.0 - d, ones]) @ ones)
-            self._add_max("mismatch", (d.abs() * ones).amax() if d.numel() else torch.zeros((), dtype=f64))
+            d = torch.where(valid, old64 - _on(rollout, device, f64), 0.0)
+            sums = torch.stack([d, d.expm1() - d]).reshape(2, -1).sum(1)
+            self._add_sum("mismatch", torch.cat([sums, n.reshape(1)]))
+            self._add_max("mismatch", d.abs().amax() if d.numel() else torch.zeros((), dtype=f64, device=device))
         eo, en = opt.get("experts_old"), opt.get("experts_new")
-        if (eo is None) != (en is None):
-            raise InputError("experts_old and experts_new must be given together")
-        if eo is not None and en is not None:
-            if eo.shape != en.shape or eo.dim() not in (3, 4) or tuple(eo.shape[-3:-1]) != shape:
-                raise InputError(
-                    f"experts_old {tuple(eo.shape)} and experts_new {tuple(en.shape)} must both be "
-                    f"[B, T, k] or [L, B, T, k] with [B, T] = {shape}"
-                )
-            eo4 = _on(eo.detach(), device).reshape(-1, *eo.shape[-3:])
-            en4 = _on(en.detach(), device).reshape(-1, *en.shape[-3:])
+        if eo is not None and en is not None:  # [L, b, T, k]
             # Compare chosen sets, not orders: sort the k ids of each (layer, token).
-            changed = (eo4.sort(-1).values != en4.sort(-1).values).any(-1).sum(0)  # [B, T]: layers that flipped
-            flips = tokens.take(changed).to(f64) @ ones
-            self._add_sum("moe", torch.stack([flips, n * eo4.shape[0]]))
+            changed = (_on(eo, device).sort(-1).values != _on(en, device).sort(-1).values).any(-1).sum(0)
+            flips = torch.where(valid, changed, 0).sum(dtype=f64)  # (layer, token) pairs that flipped
+            self._add_sum("moe", torch.stack([flips, n * eo.shape[0]]))
 
-    def _add_histograms(self, x: torch.Tensor, sel: torch.Tensor | None, *, grid: bool = True) -> None:
+    def _add_histograms(self, x: torch.Tensor, valid: torch.Tensor, *, grid: bool) -> None:
+        """The wire histogram (and, for the masked layout, the quantile grid) of ``x`` where ``valid``."""
         import torch
 
         f64 = torch.float64
@@ -320,26 +364,25 @@ class StepAccumulator:
             j = (x * 10.0).floor()
             j = j - (x < j / 10.0).to(f64) + (x >= (j + 1.0) / 10.0).to(f64)
             bins = (j + 21.0).clamp(0, LOG_RATIO_HIST_BINS - 1).long()
-        if sel is not None:
-            bins = torch.where(sel, bins, LOG_RATIO_HIST_BINS)
-        hist = torch.bincount(bins, minlength=LOG_RATIO_HIST_BINS + 1)[:LOG_RATIO_HIST_BINS]
+        bins = torch.where(valid, bins, LOG_RATIO_HIST_BINS)  # excluded tokens: a dump bin, cut off
+        hist = torch.bincount(bins.reshape(-1), minlength=LOG_RATIO_HIST_BINS + 1)[:LOG_RATIO_HIST_BINS]
         self._hist = hist if self._hist is None else self._hist + hist
         if grid:
-            self._add_grid(x, sel)
+            self._add_grid(x.reshape(-1), valid.reshape(-1))
 
-    def _add_grid(self, x: torch.Tensor, sel: torch.Tensor | None) -> None:
+    def _add_grid(self, x: torch.Tensor, valid: torch.Tensor | None) -> None:
         import torch
 
         f64, device = torch.float64, x.device
 
-        # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow (and, in
-        # masked mode, a dump bin for excluded tokens that is cut off at the end). Each bin keeps its
-        # exact min and max; the step's arrays are updated in place.
+        # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow, and a dump
+        # bin for excluded tokens that is cut off at the end. Each bin keeps its exact min and max; the
+        # step's arrays are updated in place.
         dump = _GRID_BINS + 2
         cell = (x * _GRID_SCALE).floor().clamp(-_GRID_HALF * _GRID_SCALE - 1, _GRID_HALF * _GRID_SCALE).long()
         cell += int(_GRID_HALF * _GRID_SCALE) + 1
-        if sel is not None:
-            cell = torch.where(sel, cell, dump)
+        if valid is not None:
+            cell = torch.where(valid, cell, dump)
         if self._grid is None:
             self._grid = (
                 torch.zeros(dump + 1, dtype=torch.long, device=device),
@@ -350,6 +393,7 @@ class StepAccumulator:
         counts += torch.bincount(cell, minlength=dump + 1)
         lo.scatter_reduce_(0, cell, x, "amin")
         hi.scatter_reduce_(0, cell, x, "amax")
+
 
     # ------------------------------------------------------------------------------------ result
     def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | list[float], torch.Tensor | list[float]]:
@@ -477,61 +521,50 @@ def _hist_edges(device: torch.device) -> torch.Tensor:
     return edges
 
 
-_CPU_CHUNK = 1 << 15  # tokens per chunk of feature work on a CPU (temporaries stay in cache)
+_CPU_CHUNK = 1 << 15  # positions per block of feature work on a CPU (temporaries stay in cache)
 _EXACT_QUANTILES_UP_TO = 1 << 16  # on a CPU, steps with at most this many tokens get exact quantiles by sorting
 
-
-class _FeatureBuffers:
-    """Preallocated feature and group matrices for one micro-batch's chunks (written in place: no stacking)."""
-
-    def __init__(self, size: int, device: torch.device) -> None:
-        import torch
-
-        self.features = torch.empty(len(_TOK), size, dtype=torch.float64, device=device)
-        self.groups = torch.empty(3, size, dtype=torch.float64, device=device)
+# Per-token features (rows of the summed matrices) and the token groups they are summed over (columns).
+# Every feature is 0 at excluded positions, so a sum over a group is a sum over its finite masked tokens.
+_TOK = ("n", "d_lr", "d_lr2", "d_r", "d_r2", "k3", "w", "f", "sat", "hi", "lo")
+_GROUPS = ("all", "pos", "neg", "zero", "abs_pos", "abs_neg")  # abs_*: weighted by |A| (gradient mass)
+_SEQ = ("n", "d_s", "d_s2", "clip", "std", "zero_signal", "len", "nonfinite")
 
 
-def _token_sums(x: torch.Tensor, a: torch.Tensor, ones: torch.Tensor, lr_pivot: torch.Tensor,
-                r_pivot: torch.Tensor, cfg: StatsConfig, buffers: _FeatureBuffers, *, masked: bool) -> torch.Tensor:
-    """[3, len(_TOK)]: per-token features (columns named by _TOK) summed over all tokens, A > 0, A < 0."""
+def _groups(adv: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """[len(_GROUPS), *adv.shape]: each sequence's (or token's) weight in each group."""
     import torch
 
-    n = x.numel()
-    feat, groups = buffers.features[:, :n], buffers.groups[:, :n]
-    (f_n, f_dlr, f_dlr2, f_dr, f_dr2, f_k3, f_w, f_f, f_sat, f_hi, f_lo, f_gm, f_zero) = feat.unbind(0)
-    g_all, g_pos, g_neg = groups.unbind(0)
-    g_all.copy_(ones)
-    g_pos.copy_(a > 0)
-    g_neg.copy_(a < 0)
-    if masked:
-        g_pos.mul_(ones)
-        g_neg.mul_(ones)
-    f_n.copy_(ones)
-    torch.sub(x, lr_pivot, out=f_dlr)
+    signs = torch.stack([torch.ones_like(pos), pos, neg, adv == 0]).to(adv.dtype)
+    # |A| on the signed rows; a NaN advantage is in no signed group and must not leak into the sums.
+    weights = torch.where(signs[1:3] > 0, adv.abs(), 0.0)
+    return torch.cat([signs, weights])
+
+
+def _token_features(x: torch.Tensor, vf: torch.Tensor, tau: torch.Tensor, lr_pivot: torch.Tensor,
+                    r_pivot: torch.Tensor, cfg: StatsConfig, feat: torch.Tensor) -> None:
+    """Write the ``_TOK`` features of the log-ratios ``x`` (0 where excluded; ``vf`` 1.0 where kept) into
+    ``feat`` [len(_TOK), *x.shape], in place: every temporary is reused, nothing is stacked. The gate's
+    factor 4 is left to the host (multiplying by 4 is exact): ``w`` holds p(1 - p), ``f`` holds p / tau."""
+    import torch
+
+    f_n, f_dlr, f_dlr2, f_dr, f_dr2, f_k3, f_w, f_f, f_sat, f_hi, f_lo = feat.unbind(0)
+    f_n.copy_(vf)
+    torch.sub(x, lr_pivot, out=f_dlr).mul_(vf)
     torch.mul(f_dlr, f_dlr, out=f_dlr2)
     r = x.exp()
-    rm1 = r - 1.0
-    torch.sub(rm1, r_pivot, out=f_dr)
+    # At an excluded position x = 0, so r = 1 and w = 1: no flag is raised there (StatsConfig's bounds).
+    torch.gt(r, 1.0 + cfg.eps_high, out=f_hi)
+    torch.lt(r, 1.0 - cfg.eps_low, out=f_lo)
+    rm1 = r.sub_(1.0)
+    torch.sub(rm1, r_pivot, out=f_dr).mul_(vf)
     torch.mul(f_dr, f_dr, out=f_dr2)
     torch.sub(rm1, x, out=f_k3)
-    tau = g_pos * (cfg.tau_pos - cfg.tau_neg)
-    tau += cfg.tau_neg
-    p = torch.sigmoid(tau * rm1)
-    torch.mul(p, 1.0 - p, out=f_w)
-    f_w.mul_(4.0)  # SAPO gradient weight w = 4p(1 - p)
-    torch.div(p, tau, out=f_f)
-    f_f.mul_(4.0)  # gate value f = 4p / tau
-    f_sat.copy_(f_w < cfg.saturation_threshold)
-    f_hi.copy_(r > 1.0 + cfg.eps_high)
-    f_lo.copy_(r < 1.0 - cfg.eps_low)
-    torch.mul(f_w, a.abs(), out=f_gm)  # gradient mass w |A|
-    f_zero.copy_(a == 0)
-    return torch.mm(groups, feat.T)
-
-
-# Column order of the summed feature matrices built in StepAccumulator._add.
-_TOK = ("n", "d_lr", "d_lr2", "d_r", "d_r2", "k3", "w", "f", "sat", "hi", "lo", "gm", "zero")
-_SEQ = ("n", "d_s", "d_s2", "clip", "std", "zero_signal", "len", "nonfinite")
+    p = rm1.mul_(tau).sigmoid_()  # SAPO's gate p = sigmoid(tau (r - 1))
+    torch.div(p, tau, out=f_f).mul_(vf)
+    torch.mul(p, torch.rsub(p, 1.0), out=f_w)
+    torch.lt(f_w, cfg.saturation_threshold / 4.0, out=f_sat)  # w = 4p(1 - p) < threshold
+    f_w.mul_(vf)
 
 
 def _moments(h: dict[str, float], name: str, n: float, shifted_sum: float, shifted_sq: float, pivot: float) -> None:
@@ -544,9 +577,12 @@ def _moments(h: dict[str, float], name: str, n: float, shifted_sum: float, shift
 
 def _named_sums(host: dict[str, list[float]]) -> dict[str, float]:
     """The host copy of the summed feature matrices, under the names ``_assemble`` reads."""
-    lr_p, r_p, s_p, rw_p = host["pivots"]
-    tok = {g: dict(zip(_TOK, host["sum.tok"][i * len(_TOK) : (i + 1) * len(_TOK)], strict=True))
-           for i, g in enumerate(("all", "pos", "neg"))}
+    lr_p, r_p, rw_p = host["pivots"]
+    tok_sums, n_groups = host["sum.tok"], len(_GROUPS)  # row-major [len(_TOK), len(_GROUPS)]
+    tok = {g: {f: tok_sums[i * n_groups + j] for i, f in enumerate(_TOK)} for j, g in enumerate(_GROUPS)}
+    for sums in tok.values():  # the gate's factor 4, left out on the device (exact in binary)
+        sums["w"] *= 4.0
+        sums["f"] *= 4.0
     seq = {g: dict(zip(_SEQ, host["sum.seq"][i * len(_SEQ) : (i + 1) * len(_SEQ)], strict=True))
            for i, g in enumerate(("ok", "has"))}
     t, pos, neg = tok["all"], tok["pos"], tok["neg"]
@@ -565,7 +601,7 @@ def _named_sums(host: dict[str, list[float]]) -> dict[str, float]:
         "clip_low": neg["lo"],
         "n_pos": pos["n"],
         "n_neg": neg["n"],
-        "n_zero": t["zero"],
+        "n_zero": tok["zero"]["n"],
         "n_nonzero": pos["n"] + neg["n"],
         "w_sum": pos["w"] + neg["w"],
         "f_sum": pos["f"] + neg["f"],
@@ -577,14 +613,14 @@ def _named_sums(host: dict[str, list[float]]) -> dict[str, float]:
     }
     _moments(h, "lr", t["n"], t["d_lr"], t["d_lr2"], lr_p)
     _moments(h, "ratio", t["n"], t["d_r"], t["d_r2"], r_p)
-    _moments(h, "seq_ratio", seq["ok"]["n"], seq["ok"]["d_s"], seq["ok"]["d_s2"], s_p)
+    _moments(h, "seq_ratio", seq["ok"]["n"], seq["ok"]["d_s"], seq["ok"]["d_s2"], 0.0)
     for sign, g, clip in (("pos", pos, "hi"), ("neg", neg, "lo")):
         _moments(h, f"ratio_{sign}", g["n"], g["d_r"], g["d_r2"], r_p)
         h[f"lr_sum_{sign}"] = g["d_lr"] + lr_p * g["n"]
         h[f"w_sum_{sign}"] = g["w"]
         h[f"sat_{sign}"] = g["sat"]
         h[f"clip_{sign}"] = g[clip]
-        h[f"gm_{sign}"] = g["gm"]
+        h[f"gm_{sign}"] = tok[f"abs_{sign}"]["w"]
     if "sum.entropy" in host:
         h["ent_sum"], h["ent_n"] = host["sum.entropy"]
     if "sum.reward" in host:
@@ -671,82 +707,23 @@ def _assemble(h: dict[str, float], quantiles: dict[str, float]) -> dict[str, flo
     return out
 
 
-class _Tokens:
-    """The finite masked tokens of one micro-batch, seen as one vector, in sequence order.
-
-    Compact mode gathers them (data-dependent size: cheap on a CPU, a host sync on an accelerator);
-    masked mode keeps every position and carries ``sel``, so excluded positions are zeroed by
-    :meth:`take` (callers multiply by :meth:`ones` where a feature of 0 is not 0).
-    """
-
-    def __init__(self, valid: torch.Tensor, *, compact: bool) -> None:
-        self.sel: torch.Tensor | None
-        self._shape = tuple(valid.shape)
-        if compact:
-            # One nonzero() for all the gathers of the micro-batch (masked_select would redo it each time).
-            self._index = valid.reshape(-1).nonzero().squeeze(1)
-            self._lengths = valid.sum(1)
-            self._rows: torch.Tensor | None = None
-            if self._index.numel() <= _CPU_CHUNK:  # one chunk: index by sequence (fewer, cheaper ops)
-                self._rows = self._index // max(self._shape[1], 1)  # each token's sequence
-            else:  # segments (faster on many tokens)
-                self._ends = self._lengths.cumsum(0)
-                self._starts = self._ends - self._lengths
-            self.sel = None
-        else:
-            self.sel = valid.reshape(-1)
-
-    def take(self, t: torch.Tensor) -> torch.Tensor:
-        """A [B, T] tensor's values at the tokens."""
-        import torch
-
-        if self.sel is None:
-            return t.reshape(-1).index_select(0, self._index)
-        return torch.where(self.sel, t.reshape(-1), torch.zeros((), dtype=t.dtype, device=t.device))
-
-    def spread(self, per_row: torch.Tensor) -> torch.Tensor:
-        """A [B] tensor's value of each token's sequence."""
-        if self.sel is None:
-            if self._rows is not None:
-                return per_row.index_select(0, self._rows)
-            return per_row.repeat_interleave(self._lengths)
-        return per_row.repeat_interleave(self._shape[1])
-
-    def ones(self, like: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        return torch.ones_like(like) if self.sel is None else self.sel.to(like.dtype)
-
-    def pivot(self, v: torch.Tensor) -> torch.Tensor:
-        """One of the values (0 when there is none): the shift that keeps ties exact."""
-        if self.sel is None:
-            return v[:1].sum()
-        return v[self.sel.int().argmax()]
-
-    def row_counts(self) -> torch.Tensor:
-        """Tokens per sequence, float64 [B]."""
-        import torch
-
-        if self.sel is None:
-            return self._lengths.to(torch.float64)
-        return self.sel.reshape(self._shape).sum(1).to(torch.float64)
-
-    def add_row_sums(self, out: torch.Tensor, data: torch.Tensor, start: int, ones: torch.Tensor) -> None:
-        """Add to ``out`` [k, B] the per-sequence sums of ``data`` [k, n], the tokens ``start .. start + n``
-        (a chunk)."""
-        import torch
-
-        k, n = data.shape
-        if self.sel is not None:  # masked mode works on the whole batch in one chunk
-            out += (data * ones).reshape(k, *self._shape).sum(2)
-            return
-        if self._rows is not None:  # the whole micro-batch (start == 0)
-            for i in range(k):  # in token order within each sequence
-                out[i].index_add_(0, self._rows, data[i])
-            return
-        # Each sequence's share of this chunk (tokens are in sequence order).
-        lengths = (self._ends.clamp(max=start + n) - self._starts.clamp(min=start)).clamp(min=0)
-        out += torch.segment_reduce(data, "sum", lengths=lengths.expand(k, -1), axis=1)
+def _check_optional(opt: dict[str, torch.Tensor | None], shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """The optional tensors that were given, shapes checked; expert ids as [L, B, T, k]."""
+    out = {k: v for k, v in opt.items() if v is not None}
+    for name in ("entropy", "logp_rollout"):
+        if name in out:
+            _check_shape(name, out[name], shape)
+    eo, en = out.get("experts_old"), out.get("experts_new")
+    if (eo is None) != (en is None):
+        raise InputError("experts_old and experts_new must be given together")
+    if eo is not None and en is not None:
+        if eo.shape != en.shape or eo.dim() not in (3, 4) or tuple(eo.shape[-3:-1]) != shape:
+            raise InputError(
+                f"experts_old {tuple(eo.shape)} and experts_new {tuple(en.shape)} must both be "
+                f"[B, T, k] or [L, B, T, k] with [B, T] = {shape}"
+            )
+        out["experts_old"], out["experts_new"] = eo.reshape(-1, *eo.shape[-3:]), en.reshape(-1, *en.shape[-3:])
+    return out
 
 
 def _on(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from sapo_monitor.client import wire
-from sapo_monitor.client.errors import InputError
+from sapo_monitor.client.errors import ConfigError, InputError
 from sapo_monitor.client.stats import StatsConfig, StepAccumulator, compute_step_stats
 
 from tests.client.reference import reference_stats
@@ -201,9 +201,10 @@ def test_large_sample_quantiles_within_tolerance(quantile_path):
     assert max(abs(got[k] - ref[k]) for k in QUANTILE_KEYS) <= 0.01
 
 
-def test_per_token_advantages_and_bool_mask():
-    case = make_case(seed=12, moe=False)
-    case["advantages"] = torch.randn(12, 24, dtype=torch.float64)
+@pytest.mark.parametrize("shape", [(12, 24), (40, 2048)])  # the second is three CPU blocks of sequences
+def test_per_token_advantages_and_bool_mask(shape):
+    case = make_case(seed=12, B=shape[0], T=shape[1], moe=shape[1] > 24)
+    case["advantages"] = torch.randn(*shape, dtype=torch.float64)
     case["advantages"][0] = 0.0
     case["mask"] = case["mask"] > 0
     got, ref = run_both(case)
@@ -299,6 +300,15 @@ def test_bad_shapes_name_the_argument(change, message):
     change(case)
     with pytest.raises(InputError, match=message):
         compute_step_stats(**case)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"tau_pos": 0.0}, {"tau_neg": -1.0}, {"eps_low": -0.1}, {"seq_eps_high": -1e-4},
+            {"saturation_threshold": 0.0}, {"saturation_threshold": 1.5}, {"tau_pos": math.nan}],
+)
+def test_stats_config_rejects_meaningless_thresholds(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        StatsConfig(**bad)
 
 
 def test_histogram_edges_are_the_divisions_the_stats_use():
