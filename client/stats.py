@@ -120,23 +120,25 @@ _OPTIONAL = ("entropy", "rewards", "logp_rollout", "experts_old", "experts_new")
 
 
 class StepAccumulator:
-    """Sufficient statistics of one step, merged over micro-batches on the device.
+    """Sufficient statistics of one step (or of a batch of K steps), merged over micro-batches on the device.
 
     ``add`` once per micro-batch, then ``result`` once: the result equals one ``add`` of all the
-    tokens (quantiles within the grid tolerance). Holds only tensors it computed itself, never the
-    caller's. The work keeps the [B, T] layout: no gathers, no data-dependent shapes. Per-token
-    features (columns ``_TOK``) are summed per sequence, and the per-sequence sums weighted by the
-    sequences' groups (``_GROUPS``: all, A > 0, A < 0, ...) give the per-group sums in one small matrix
-    product. Sums are shifted by pivot values fixed at the step's first micro-batch (so variances of
+    tokens (quantiles within the grid tolerance). ``add_steps`` takes K whole steps of one shape at once
+    and ``results`` gives their K records: small steps cost per operation, not per token, so K steps
+    together cost about what one does. Holds only tensors it computed itself, never the caller's.
+
+    The work keeps the [rows, T] layout: no gathers, no data-dependent shapes. Per-token features
+    (``_TOK``) are summed per sequence, and the sums weighted by each sequence's groups (``_GROUPS``:
+    all, A > 0, A < 0, ...) give the per-step, per-group sums in one small batched matrix product.
+    Sums are shifted by pivot values fixed at each step's first micro-batch (so variances of
     near-constant data keep full precision) and therefore simply add across micro-batches; extremes
-    take max and histograms add. Few, large operations: the cost stays low on small steps too.
+    take max and histograms add. Every stored tensor has the step as its leading dimension.
     """
 
     def __init__(self, config: StatsConfig = StatsConfig(), *, compact: bool | None = None) -> None:
         self.config = config
-        # compact=True keeps the finite log-ratios gathered (a data-dependent shape: cheap on a CPU) so
-        # that quantiles can be exact; False bins them into the grid on the device, with no host sync
-        # (the default on accelerators).
+        # compact=True keeps every log-ratio for exact quantiles by sorting (cheap on a CPU); False bins
+        # them into the grid on the device as they come (the default on accelerators).
         self.compact = compact
         self.reset()
 
@@ -146,13 +148,14 @@ class StepAccumulator:
 
     def reset(self) -> None:
         """Forget everything (drops the references to the kept tensors)."""
-        self._pivots: torch.Tensor | None = None  # [lr, r - 1, s - 1, reward] of the step's first batch
-        self._sums: dict[str, torch.Tensor] = {}  # additive
-        self._maxes: dict[str, torch.Tensor] = {}  # max-merged
-        self._hist: torch.Tensor | None = None
-        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # counts, min, max
-        self._kept_lr: list[torch.Tensor] = []
+        self._pivots: torch.Tensor | None = None  # [K, 3]: lr, r - 1, reward of each step's first batch
+        self._sums: dict[str, torch.Tensor] = {}  # additive, [K, ...]
+        self._maxes: dict[str, torch.Tensor] = {}  # max-merged, [K, ...]
+        self._hist: torch.Tensor | None = None  # [K, 42]
+        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # counts, min, max (K = 1)
+        self._kept_lr: list[torch.Tensor] = []  # [K, n]: log-ratios, +inf where excluded
         self.calls = 0
+        self.steps = 1
 
     def _add_sum(self, name: str, value: torch.Tensor) -> None:
         old = self._sums.get(name)
@@ -179,8 +182,48 @@ class StepAccumulator:
         unknown = sorted(set(optional_tensors) - set(_OPTIONAL))
         if unknown:
             raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
+        if self.steps != 1 and not self.empty:
+            raise InputError("this accumulator holds a batch of steps (add_steps); reset it first")
         with torch.no_grad():
-            self._add(logp_new, logp_old, advantages, mask, optional_tensors)
+            self._add(logp_new, logp_old, advantages, mask, optional_tensors, 1)
+        self.calls += 1
+
+    def add_steps(
+        self,
+        logp_new: torch.Tensor,
+        logp_old: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        **optional_tensors: torch.Tensor | None,
+    ) -> None:
+        """K whole steps of one shape: tensors as for ``add`` with a leading step dimension ([K, B, T],
+        [K, B], expert ids [K, L, B, T, k]). Once, on an empty accumulator; ``results`` gives K records."""
+        import torch
+
+        unknown = sorted(set(optional_tensors) - set(_OPTIONAL))
+        if unknown:
+            raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
+        if not self.empty:
+            raise InputError("add_steps needs an empty accumulator")
+        if logp_new.dim() != 3:
+            raise InputError(f"logp_new must be [K, B, T], got shape {tuple(logp_new.shape)}")
+        k = logp_new.shape[0]
+
+        def rows(t: torch.Tensor | None, name: str) -> torch.Tensor | None:
+            if t is None:
+                return None
+            if t.shape[:1] != (k,):
+                raise InputError(f"{name} has shape {tuple(t.shape)}; expected K={k} steps first")
+            if name.startswith("experts"):  # [K, L, B, T, k] -> [L, K*B, T, k]
+                t = t if t.dim() == 5 else t.unsqueeze(1)
+                return t.transpose(0, 1).reshape(t.shape[1], -1, *t.shape[3:])
+            return t.reshape(-1, *t.shape[2:])
+
+        flat = {name: rows(t, name) for name, t in optional_tensors.items()}
+        with torch.no_grad():
+            self._add(rows(logp_new, "logp_new"), rows(logp_old, "logp_old"),  # type: ignore[arg-type]
+                      rows(advantages, "advantages"), rows(mask, "mask"), flat, k)  # type: ignore[arg-type]
+        self.steps = k
         self.calls += 1
 
     def _add(
@@ -190,8 +233,10 @@ class StepAccumulator:
         advantages: torch.Tensor,
         mask: torch.Tensor,
         opt: dict[str, torch.Tensor | None],
+        steps: int,
     ) -> None:
-        # Runs under no_grad (see ``add``): nothing computed here requires grad, so nothing is detached.
+        # Runs under no_grad: nothing computed here requires grad, so nothing is detached. ``steps`` (K)
+        # whole steps come as K equal blocks of rows.
         import torch
 
         f64 = torch.float64
@@ -211,46 +256,123 @@ class StepAccumulator:
         adv = _on(advantages, device, f64)
         per_token = adv.dim() == 2
         pos, neg = adv > 0, adv < 0
-        groups = _groups(adv, pos, neg)  # [len(_GROUPS), B] or [len(_GROUPS), B, T]
+        groups = _groups(adv, pos, neg)  # [len(_GROUPS), rows] or [len(_GROUPS), rows, T]
         # SAPO's temperature per sequence (or token) follows the advantage's sign.
         tau = groups[1] * (cfg.tau_pos - cfg.tau_neg) + cfg.tau_neg
         if not per_token:
             tau = tau.unsqueeze(1)  # broadcasts over positions
+
         # A block of sequences at a time. On a CPU every float64 temporary of a block stays in cache
         # and is reused: full-size temporaries would cost more in allocation and page faults than in
-        # arithmetic. A small step is one block, where each operation counts: none is spent on slicing.
+        # arithmetic. A small step (or batch of steps) is one block, where each operation counts.
         rows = max(1, _CPU_CHUNK // max(n_cols, 1)) if device.type == "cpu" else max(n_rows, 1)
         feat = torch.empty(len(_TOK), min(rows, n_rows), n_cols, dtype=f64, device=device)
         compact = self.compact if self.compact is not None else device.type == "cpu"
-        if rows >= n_rows:
+        if rows >= n_rows or steps > 1:
             row_sums, len64, tok, m = self._add_block(logp_new, logp_old, mask, tau,
-                                                      groups if per_token else None, per_row, feat, compact)
+                                                      groups if per_token else None, per_row, feat, compact, steps)
         else:
             row_sums = torch.empty(len(_TOK), n_rows, dtype=f64, device=device)
             len64 = torch.empty(n_rows, dtype=f64, device=device)
-            tok = torch.zeros(len(_TOK), len(_GROUPS), dtype=f64, device=device) if per_token else None
+            tok = torch.zeros(1, len(_TOK), len(_GROUPS), dtype=f64, device=device) if per_token else None
             for r0 in range(0, n_rows, rows):
                 b = slice(r0, min(r0 + rows, n_rows))
                 sums, lens, tok_b, _ = self._add_block(
                     logp_new[b], logp_old[b], mask[b], tau[b], groups[:, b] if per_token else None,
-                    {k: v[:, b] if k.startswith("experts") else v[b] for k, v in per_row.items()}, feat, compact,
+                    {k: v[:, b] if k.startswith("experts") else v[b] for k, v in per_row.items()}, feat, compact, 1,
                 )
                 row_sums[:, b], len64[b] = sums, lens
                 if tok is not None and tok_b is not None:
                     tok += tok_b
             m = _on(mask, device) > 0 if per_token else None
-        if tok is None:  # per-sequence groups: weight each sequence's sums
-            tok = row_sums @ groups.T
-        self._add_sum("tok", tok)  # [len(_TOK), len(_GROUPS)]
-        self._add_sequences(row_sums, len64, adv, pos, neg, m)
+        if tok is None:  # per-sequence groups: weight each sequence's sums, step by step
+            tok = _per_step(row_sums, groups, steps)
+        self._add_sum("tok", tok)  # [K, len(_TOK), len(_GROUPS)]
+        self._add_sequences(row_sums, len64, adv, pos, neg, m, steps)
         rewards = opt.get("rewards")
         if rewards is not None:
             assert self._pivots is not None
-            d = _on(rewards, device, f64).reshape(-1) - self._pivots[2]
-            self._add_sum("reward", torch.stack([torch.ones_like(d), d, d.square()]).sum(1))
+            d = _on(rewards, device, f64).reshape(steps, -1) - self._pivots[:, 2:]
+            self._add_sum("reward", torch.stack([torch.ones_like(d), d, d.square()], 1).sum(2))
+
+    def _add_block(
+        self,
+        logp_new: torch.Tensor,
+        logp_old: torch.Tensor,
+        mask: torch.Tensor,
+        tau: torch.Tensor,
+        groups: torch.Tensor | None,
+        opt: dict[str, torch.Tensor],
+        feat: torch.Tensor,
+        compact: bool,
+        steps: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One block of sequences (all K steps' when K > 1): the token features summed per sequence
+        [len(_TOK), b], masked tokens per sequence [b], the per-step group sums when ``groups`` is per
+        token, and the mask as booleans."""
+        import torch
+
+        f64, device = torch.float64, logp_new.device
+        m = _on(mask, device) > 0
+        old64 = _on(logp_old, device, f64)
+        x = _on(logp_new, device, f64) - old64
+        # v - v is 0 exactly for finite v and NaN for NaN and +-Inf: one test for lr's finiteness.
+        valid = m & ((x - x) == 0)
+        vf = valid.to(f64)
+        x = torch.where(valid, x, 0.0)  # lr 0 where excluded: r - 1, k3 and the clip flags vanish there
+        if self._pivots is None:  # each step's first kept value (0 if none): the shift that keeps ties exact
+            lr_pivot = x.reshape(steps, -1).gather(1, valid.reshape(steps, -1).to(torch.uint8).argmax(1, keepdim=True))
+            rw = opt.get("rewards")
+            rw_pivot = _on(rw.reshape(steps, -1)[:, :1], device, f64) if rw is not None else lr_pivot
+            self._pivots = torch.cat([lr_pivot, lr_pivot.exp() - 1.0, rw_pivot], 1)  # [K, 3]
+        n_rows = x.shape[0]
+        if feat.shape[1] != n_rows:
+            feat = feat[:, :n_rows]
+        if steps == 1:
+            _token_features(x, vf, tau, self._pivots[0, 0], self._pivots[0, 1], self.config, feat)
+        else:  # [K, B, T] views: each step's pivots broadcast over its own rows
+            t = x.shape[1]
+            _token_features(x.view(steps, -1, t), vf.view(steps, -1, t), tau.view(steps, -1, tau.shape[1]),
+                            self._pivots[:, :1, None], self._pivots[:, 1:2, None], self.config,
+                            feat.view(len(_TOK), steps, -1, t))
+        row_sums = feat.sum(2)
+        tok = None if groups is None else _per_step(feat.reshape(len(_TOK), n_rows, -1),
+                                                    groups.reshape(len(_GROUPS), n_rows, -1), steps)
+        self._add_histograms(x, valid, steps, grid=not compact)
+        # The log-ratios themselves, +inf where excluded: exact quantiles (compact) or the rare exact
+        # order statistic outside the grid (masked).
+        self._kept_lr.append(torch.where(valid, x, math.inf).reshape(steps, -1))
+        if len(opt) > ("rewards" in opt):
+            self._add_optional(opt, old64, valid, row_sums[0].reshape(steps, -1).sum(1), steps)
+        return row_sums, m.sum(1, dtype=f64), tok, m
+
+    def _add_optional(self, opt: dict[str, torch.Tensor], old64: torch.Tensor, valid: torch.Tensor,
+                      n: torch.Tensor, steps: int) -> None:
+        """The optional per-token tensors of one block (shapes checked): ``old64`` the float64 logp_old,
+        ``valid`` the finite masked tokens, ``n`` [K] their count per step."""
+        import torch
+
+        f64, device = torch.float64, old64.device
+        entropy = opt.get("entropy")
+        if entropy is not None:
+            ent = torch.where(valid, _on(entropy, device, f64), 0.0).reshape(steps, -1).sum(1)
+            self._add_sum("entropy", torch.stack([ent, n], 1))
+        rollout = opt.get("logp_rollout")
+        if rollout is not None:
+            d = torch.where(valid, old64 - _on(rollout, device, f64), 0.0)
+            sums = torch.stack([d, d.expm1() - d]).reshape(2, steps, -1).sum(2)
+            self._add_sum("mismatch", torch.cat([sums, n.unsqueeze(0)]).T)
+            self._add_max("mismatch", d.abs().reshape(steps, -1).amax(1, keepdim=True) if d.numel()
+                          else torch.zeros(steps, 1, dtype=f64, device=device))
+        eo, en = opt.get("experts_old"), opt.get("experts_new")
+        if eo is not None and en is not None:  # [L, b, T, k]
+            # Compare chosen sets, not orders: sort the k ids of each (layer, token).
+            changed = (_on(eo, device).sort(-1).values != _on(en, device).sort(-1).values).any(-1).sum(0)
+            flips = torch.where(valid, changed, 0).reshape(steps, -1).sum(1, dtype=f64)  # flipped (layer, token)
+            self._add_sum("moe", torch.stack([flips, n * eo.shape[0]], 1))
 
     def _add_sequences(self, row_sums: torch.Tensor, len64: torch.Tensor, adv: torch.Tensor, pos: torch.Tensor,
-                       neg: torch.Tensor, m: torch.Tensor | None) -> None:
+                       neg: torch.Tensor, m: torch.Tensor | None, steps: int) -> None:
         """GSPO's sequence ratio s_i (geometric mean), its band, dispersion within a sequence, zero signal.
 
         ``row_sums``: the token features summed per sequence; ``len64``: masked tokens per sequence
@@ -261,7 +383,8 @@ class StepAccumulator:
         cfg, f64 = self.config, torch.float64
         n_i = row_sums[0]
         shift, shift_sq = (row_sums[1:3] / n_i.clamp(min=1)).unbind(0)  # means of lr - pivot, of its square
-        seq_mean = self._pivots[0] + shift
+        lr_pivot = self._pivots[0, 0] if steps == 1 else self._pivots[:, 0].repeat_interleave(n_i.numel() // steps)
+        seq_mean = lr_pivot + shift
         s = seq_mean.exp()
         if adv.dim() == 2:  # a sequence's advantage: the mean over its masked tokens
             assert m is not None
@@ -275,82 +398,17 @@ class StepAccumulator:
         ])  # rows of _SEQ (booleans become 0/1); row 0: 1 for sequences with a masked token
         ok = n_i > 0
         # Summed over the sequences with a finite token (the ratio statistics), and with any masked token.
-        self._add_sum("seq", torch.stack([ok.to(f64), seq_features[0]]) @ seq_features.T)  # [2, len(_SEQ)]
+        self._add_sum("seq", _per_step(torch.stack([ok.to(f64), seq_features[0]]), seq_features, steps))
         # Maxima of the response length (0 for a sequence without tokens: only read when some sequence
         # has one), of the sequence mean log-ratio and of its negative (-inf without finite tokens).
         seq_mean = torch.where(ok, seq_mean, -math.inf)
-        self._add_max("seq", torch.stack([len64, seq_mean, torch.where(ok, -seq_mean, -math.inf)]).amax(1)
-                      if n_i.numel() else torch.full((3,), -math.inf, dtype=f64, device=n_i.device))
+        maxima = torch.stack([len64, seq_mean, torch.where(ok, -seq_mean, -math.inf)])
+        self._add_max("seq", maxima.reshape(3, steps, -1).amax(2).T if n_i.numel()
+                      else torch.full((steps, 3), -math.inf, dtype=f64, device=n_i.device))
 
-    def _add_block(
-        self,
-        logp_new: torch.Tensor,
-        logp_old: torch.Tensor,
-        mask: torch.Tensor,
-        tau: torch.Tensor,
-        groups: torch.Tensor | None,
-        opt: dict[str, torch.Tensor],
-        feat: torch.Tensor,
-        compact: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One block of sequences: the token features summed per sequence [len(_TOK), b], masked tokens
-        per sequence [b], the per-group sums when ``groups`` is per token, and the mask as booleans."""
-        import torch
-
-        f64, device = torch.float64, logp_new.device
-        m = _on(mask, device) > 0
-        old64 = _on(logp_old, device, f64)
-        x = _on(logp_new, device, f64) - old64
-        # v - v is 0 exactly for finite v and NaN for NaN and +-Inf: one test for lr's finiteness.
-        valid = m & ((x - x) == 0)
-        vf = valid.to(f64)
-        x = torch.where(valid, x, 0.0)  # lr 0 where excluded: r - 1, k3 and the clip flags vanish there
-        # Compact: the finite log-ratios gathered, in sequence order (for exact quantiles on the host).
-        kept = x.reshape(-1).masked_select(valid.reshape(-1)) if compact else None
-        if self._pivots is None:  # one of the kept values (0 if none): the shift that keeps ties exact
-            lr_pivot = kept[:1].sum() if kept is not None else x.reshape(-1)[valid.reshape(-1).int().argmax()]
-            rw = opt.get("rewards")
-            rw_pivot = _on(rw.reshape(-1)[:1], device, f64).sum() if rw is not None else lr_pivot
-            self._pivots = torch.stack([lr_pivot, lr_pivot.exp() - 1.0, rw_pivot])
-        n_rows = x.shape[0]
-        if feat.shape[1] != n_rows:
-            feat = feat[:, :n_rows]
-        _token_features(x, vf, tau, self._pivots[0], self._pivots[1], self.config, feat)
-        row_sums = feat.sum(2)
-        tok = None if groups is None else feat.reshape(len(_TOK), -1) @ groups.reshape(len(_GROUPS), -1).T
-        self._add_histograms(x, valid, grid=not compact)
-        # The log-ratios themselves, for exact quantiles (compact) or the rare exact order statistic
-        # outside the grid (masked).
-        self._kept_lr.append(kept if kept is not None else torch.where(valid, x, math.nan))
-        if len(opt) > ("rewards" in opt):
-            self._add_optional(opt, old64, valid, row_sums[0].sum())
-        return row_sums, m.sum(1, dtype=f64), tok, m
-
-    def _add_optional(self, opt: dict[str, torch.Tensor], old64: torch.Tensor, valid: torch.Tensor,
-                      n: torch.Tensor) -> None:
-        """The optional per-token tensors of one block (shapes checked): ``old64`` the float64 logp_old,
-        ``valid`` the finite masked tokens, ``n`` their count."""
-        import torch
-
-        f64, device = torch.float64, old64.device
-        entropy = opt.get("entropy")
-        if entropy is not None:
-            self._add_sum("entropy", torch.stack([torch.where(valid, _on(entropy, device, f64), 0.0).sum(), n]))
-        rollout = opt.get("logp_rollout")
-        if rollout is not None:
-            d = torch.where(valid, old64 - _on(rollout, device, f64), 0.0)
-            sums = torch.stack([d, d.expm1() - d]).reshape(2, -1).sum(1)
-            self._add_sum("mismatch", torch.cat([sums, n.reshape(1)]))
-            self._add_max("mismatch", d.abs().amax() if d.numel() else torch.zeros((), dtype=f64, device=device))
-        eo, en = opt.get("experts_old"), opt.get("experts_new")
-        if eo is not None and en is not None:  # [L, b, T, k]
-            # Compare chosen sets, not orders: sort the k ids of each (layer, token).
-            changed = (_on(eo, device).sort(-1).values != _on(en, device).sort(-1).values).any(-1).sum(0)
-            flips = torch.where(valid, changed, 0).sum(dtype=f64)  # (layer, token) pairs that flipped
-            self._add_sum("moe", torch.stack([flips, n * eo.shape[0]]))
-
-    def _add_histograms(self, x: torch.Tensor, valid: torch.Tensor, *, grid: bool) -> None:
-        """The wire histogram (and, for the masked layout, the quantile grid) of ``x`` where ``valid``."""
+    def _add_histograms(self, x: torch.Tensor, valid: torch.Tensor, steps: int, *, grid: bool) -> None:
+        """The wire histogram of each step (and, for the masked layout, the quantile grid) of ``x``
+        where ``valid``."""
         import torch
 
         f64 = torch.float64
@@ -364,10 +422,15 @@ class StepAccumulator:
             j = (x * 10.0).floor()
             j = j - (x < j / 10.0).to(f64) + (x >= (j + 1.0) / 10.0).to(f64)
             bins = (j + 21.0).clamp(0, LOG_RATIO_HIST_BINS - 1).long()
-        bins = torch.where(valid, bins, LOG_RATIO_HIST_BINS)  # excluded tokens: a dump bin, cut off
-        hist = torch.bincount(bins.reshape(-1), minlength=LOG_RATIO_HIST_BINS + 1)[:LOG_RATIO_HIST_BINS]
+        width = LOG_RATIO_HIST_BINS + 1
+        bins = torch.where(valid, bins, LOG_RATIO_HIST_BINS).reshape(steps, -1)  # excluded: a dump bin, cut off
+        if steps > 1:  # each step its own range of bins
+            bins = bins + torch.arange(0, steps * width, width, device=x.device).unsqueeze(1)
+        hist = torch.bincount(bins.reshape(-1), minlength=steps * width).reshape(steps, width)[:, :-1]
         self._hist = hist if self._hist is None else self._hist + hist
         if grid:
+            if steps != 1:
+                raise InputError("a batch of steps is computed in the compact layout only")
             self._add_grid(x.reshape(-1), valid.reshape(-1))
 
     def _add_grid(self, x: torch.Tensor, valid: torch.Tensor | None) -> None:
@@ -396,39 +459,42 @@ class StepAccumulator:
 
 
     # ------------------------------------------------------------------------------------ result
-    def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | list[float], torch.Tensor | list[float]]:
-        """[min lr, max lr], order statistics j and j+1 of each quantile, their fractions, and flags for
-        order statistics outside the grid (which ``result`` then computes exactly). Fractions and flags
-        known on the host already (exact quantiles by sorting) come as lists."""
+    def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per step: [min lr, max lr], order statistics j and j+1 of each quantile, their fractions, and
+        flags for order statistics outside the grid (which ``results`` then computes exactly)."""
         import torch
 
-        if self._grid is None:  # compact mode: the log-ratios are all at hand
-            n = sum(t.numel() for t in self._kept_lr)
-            values = self._kept_lr[0] if len(self._kept_lr) == 1 else torch.cat(self._kept_lr)
-            if n <= _EXACT_QUANTILES_UP_TO:
-                return self._sorted_quantiles(values.sort().values)
-            chunk = _CPU_CHUNK
-            for i in range(0, n, chunk):
-                self._add_grid(values[i : i + chunk], None)
+        f64 = torch.float64
+        if self._grid is None:  # compact mode: the log-ratios are all at hand (+inf where excluded)
+            values = self._kept_lr[0] if len(self._kept_lr) == 1 else torch.cat(self._kept_lr, 1)
+            if values.shape[1] <= _EXACT_QUANTILES_UP_TO:
+                return self._sorted_quantiles(values)
+            values = values.reshape(-1)  # one step (batches of steps are small)
+            for i in range(0, values.numel(), _CPU_CHUNK):
+                part = values[i : i + _CPU_CHUNK]
+                self._add_grid(part, part < math.inf)
         est, frac, outside = self._quantile_estimates()
         _, lo, hi = (t[:-1] for t in self._grid)  # type: ignore[union-attr]
-        return torch.stack([lo.amin(), hi.amax()]), est, frac, outside
+        lr_range = torch.stack([lo.amin(), hi.amax()])
+        return lr_range.unsqueeze(0), est.unsqueeze(0), frac.unsqueeze(0), outside.unsqueeze(0).to(f64)
 
-    def _sorted_quantiles(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
+    def _sorted_quantiles(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exact quantiles of each step by sorting its row of ``values`` (excluded tokens, +inf, sort last)."""
         import torch
 
-        f64, n = torch.float64, values.numel()
-        if n == 0:
-            empty = torch.zeros(2 * len(QUANTILES), dtype=f64, device=values.device)
-            no_range = torch.tensor([math.inf, -math.inf], dtype=f64, device=values.device)
-            return no_range, empty, [0.0] * len(QUANTILES), [0.0] * (2 * len(QUANTILES))
-        positions = [(n - 1) * q for _, q in QUANTILES]
-        lows = [math.floor(pos) for pos in positions]
+        f64, steps, device = torch.float64, values.shape[0], values.device
+        nq = len(QUANTILES)
+        if values.shape[1] == 0:  # no positions at all: nothing is read (no kept token)
+            zeros = torch.zeros(steps, 2 * nq, dtype=f64, device=device)
+            return zeros[:, :2], zeros, zeros[:, :nq], zeros
+        ordered = values.sort(1).values
+        last = (self._sums["tok"][:, 0, 0] - 1.0).clamp(min=0).unsqueeze(1)  # kept tokens per step, minus 1
+        position = last * _quantile_levels(device)
+        j = position.floor()
         # One gather: the min, the max, then order statistics j and j + 1 of each quantile.
-        order = torch.tensor([0, n - 1, *lows, *(min(j + 1, n - 1) for j in lows)], device=values.device)
-        picked = values.index_select(0, order)
-        frac = [pos - j for pos, j in zip(positions, lows, strict=True)]
-        return picked[:2], picked[2:], frac, [0.0] * (2 * len(QUANTILES))
+        order = torch.cat([torch.zeros_like(last), last, j, torch.minimum(j + 1.0, last)], 1).long()
+        picked = ordered.gather(1, order)
+        return picked[:, :2], picked[:, 2:], position - j, torch.zeros_like(picked[:, 2:])
 
     def _quantile_estimates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Order statistics j and j+1 of each quantile (estimated from the grid), fractions, flags."""
@@ -439,8 +505,7 @@ class StepAccumulator:
         f64 = torch.float64
         n = counts.sum()
         last = (n - 1).clamp(min=0)
-        qs = torch.tensor([q for _, q in QUANTILES], dtype=f64, device=counts.device)
-        position = last.to(f64) * qs
+        position = last.to(f64) * _quantile_levels(counts.device)
         j = position.floor().long()
         frac = position - j.to(f64)
         order = torch.cat([j, torch.minimum(j + 1, last)])
@@ -455,55 +520,87 @@ class StepAccumulator:
         return est, frac, outside
 
     def _exact_order_stats(self, n: int) -> list[float]:
-        """Order statistics j and j+1 of each quantile, exactly, from the kept log-ratios."""
+        """Order statistics j and j+1 of each quantile, exactly, from the kept log-ratios (one step)."""
         import torch
 
         values = torch.cat([t.reshape(-1) for t in self._kept_lr])
-        values = values[~values.isnan()].sort().values
+        values = values[values < math.inf].sort().values
         lows = [math.floor((n - 1) * q) for _, q in QUANTILES]
         order = lows + [min(j + 1, n - 1) for j in lows]
         return values[torch.tensor(order, device=values.device)].tolist()
 
     def result(self) -> dict[str, float | list[int]]:
         """The step's statistics (one device-to-host transfer). Empty dict when nothing was added."""
+        records = self.results()
+        return records[0] if records else {}
+
+    def results(self) -> list[dict[str, float | list[int]]]:
+        """Each step's statistics (``add_steps``: K records, in order), in one device-to-host transfer."""
         import torch
 
         if self.empty or self._hist is None or self._pivots is None:
-            return {}
+            return []
+        steps = self.steps
         lr_range, est, frac, outside = self._quantiles()
         parts: list[tuple[str, torch.Tensor]] = [
             ("pivots", self._pivots),
             ("lr_range", lr_range),
-            *((f"sum.{k}", v.reshape(-1)) for k, v in self._sums.items()),
-            *((f"max.{k}", v.reshape(-1)) for k, v in self._maxes.items()),
+            *((f"sum.{k}", v) for k, v in self._sums.items()),
+            *((f"max.{k}", v) for k, v in self._maxes.items()),
             ("hist", self._hist),
             ("est", est),
-            *((name, v) for name, v in (("frac", frac), ("outside", outside)) if not isinstance(v, list)),
+            ("frac", frac),
+            ("outside", outside),
         ]
-        # cat promotes the counts (int64) and flags (bool) to float64 exactly: the one transfer of the step.
-        host_all = torch.cat([v for _, v in parts]).tolist()
-        host: dict[str, list[float]] = {}
-        at = 0
-        for name, v in parts:
-            host[name] = host_all[at : at + v.numel()]
-            at += v.numel()
-        for name, v in (("frac", frac), ("outside", outside)):
-            if isinstance(v, list):
-                host[name] = v
+        # cat promotes the counts (int64) to float64 exactly: the one transfer of the batch.
+        host_rows = torch.cat([v.reshape(steps, -1) for _, v in parts], 1).tolist()
+        widths = [v[0].numel() for _, v in parts]
+        records = []
+        for row in host_rows:
+            host: dict[str, list[float]] = {}
+            at = 0
+            for (name, _), width in zip(parts, widths, strict=True):
+                host[name] = row[at : at + width]
+                at += width
+            h = _named_sums(host)
+            nq = len(QUANTILES)
+            est_h, frac_h = host["est"], host["frac"]
+            n_valid = int(h["n_valid"])
+            if n_valid > 0 and any(host["outside"]):
+                est_h = self._exact_order_stats(n_valid)
+            quantiles = {
+                name: est_h[i] + frac_h[i] * (est_h[nq + i] - est_h[i]) if frac_h[i] > 0 else est_h[i]
+                for i, (name, _) in enumerate(QUANTILES)
+            }
+            out = _assemble(h, quantiles)
+            out["hist.log_ratio"] = [int(c) for c in host["hist"]]
+            records.append(out)
+        return records
 
-        h = _named_sums(host)
-        nq = len(QUANTILES)
-        est_h, frac_h = host["est"], host["frac"]
-        n_valid = int(h["n_valid"])
-        if n_valid > 0 and any(host["outside"]):
-            est_h = self._exact_order_stats(n_valid)
-        quantiles = {
-            name: est_h[i] + frac_h[i] * (est_h[nq + i] - est_h[i]) if frac_h[i] > 0 else est_h[i]
-            for i, (name, _) in enumerate(QUANTILES)
-        }
-        out = _assemble(h, quantiles)
-        out["hist.log_ratio"] = [int(c) for c in host["hist"]]
-        return out
+
+_QUANTILE_LEVELS: dict[torch.device, torch.Tensor] = {}
+
+
+def _quantile_levels(device: torch.device) -> torch.Tensor:
+    """The levels of ``QUANTILES`` as a float64 tensor on ``device``."""
+    levels = _QUANTILE_LEVELS.get(device)
+    if levels is None:
+        import torch
+
+        levels = torch.tensor([q for _, q in QUANTILES], dtype=torch.float64, device=device)
+        _QUANTILE_LEVELS[device] = levels
+    return levels
+
+
+def _per_step(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """[K, p, q]: for each step, the sum over its rows (and positions) of a[p] * b[q]. ``a`` [p, rows, ...]
+    and ``b`` [q, rows, ...] hold the K steps' rows one step after the other."""
+    import torch
+
+    p, q = a.shape[0], b.shape[0]
+    if steps == 1:
+        return (a.reshape(p, -1) @ b.reshape(q, -1).T).unsqueeze(0)
+    return torch.matmul(a.reshape(p, steps, -1).transpose(0, 1), b.reshape(q, steps, -1).permute(1, 2, 0))
 
 
 _BUCKETIZE_UP_TO = 4096  # histogram bins by binary search up to this many tokens (elementwise beyond)

@@ -332,3 +332,34 @@ def test_compact_and_masked_layouts_agree(compact, shape):
     acc = StepAccumulator(compact=compact)
     acc.add(**case)
     assert_matches(acc.result(), reference_stats(**case, cfg=StatsConfig()))
+
+
+@pytest.mark.parametrize("per_token", [False, True])
+def test_a_batch_of_steps_equals_each_step_alone(per_token):
+    # add_steps: K small steps of one shape in one pass (what the monitor does for small steps).
+    cases = [make_case(seed=30 + k, B=6, T=9, spread=0.1 * (k + 1)) for k in range(5)]
+    cases[2]["mask"][:] = 0.0  # a step without tokens among others
+    cases[3]["logp_new"][1, 2] = math.nan
+    cases[4]["logp_new"][:] = cases[4]["logp_old"]  # on-policy: every ratio is 1
+    if per_token:
+        for k, case in enumerate(cases):
+            case["advantages"] = torch.randn(6, 9, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+    acc = StepAccumulator()
+    acc.add_steps(**{name: torch.stack([case[name] for case in cases]) for name in cases[0]})
+    records = acc.results()
+    assert len(records) == len(cases)
+    for case, got in zip(cases, records, strict=True):
+        assert_matches(got, reference_stats(**case, cfg=StatsConfig()), exact_quantiles=True)
+    assert records[2]["tokens.count"] == 0 and "ratio.mean" not in records[2]
+    assert records[4]["ratio.std"] == 0.0 and records[4]["log_ratio.p99"] == 0.0
+
+
+def test_a_batch_of_steps_checks_its_shapes():
+    case = make_case(seed=40, B=4, T=5, moe=False)
+    acc = StepAccumulator()
+    with pytest.raises(InputError, match="logp_new"):
+        acc.add_steps(**case)  # not [K, B, T]
+    stacked = {name: torch.stack([t, t]) for name, t in case.items()}
+    stacked["rewards"] = stacked["rewards"][:1]
+    with pytest.raises(InputError, match="rewards"):
+        acc.add_steps(**stacked)
