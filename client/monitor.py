@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sapo_monitor.client import wire
+from sapo_monitor.client._deferred import DeferredSteps, record_from_stats
 from sapo_monitor.client._delivery import Delivery
 from sapo_monitor.client._spool import Spool
 from sapo_monitor.client.errors import ConfigError, InputError
 from sapo_monitor.client.settings import ClientSettings
-from sapo_monitor.client.stats import StatsConfig, StepAccumulator
+from sapo_monitor.client.stats import StatsConfig, StepAccumulator, check_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -40,13 +41,18 @@ class Monitor:
     """One run's statistics and delivery. Build it with :func:`init` (or ``attach``)."""
 
     def __init__(self, *, run_id: str, spec: wire.RunSpec, delivery: Delivery,
-                 stats_config: StatsConfig = StatsConfig(), strict: bool = False) -> None:
+                 stats_config: StatsConfig = StatsConfig(), strict: bool = False, stats_batch: int = 1,
+                 stats_batch_wait: float = 1.0) -> None:
         self.run_id = run_id
         self.spec = spec
         self.stats_config = stats_config
         self.strict = strict
         self._delivery = delivery
         self._acc = StepAccumulator(stats_config)
+        # stats_batch > 1: small steps keep copies of their tensors and are computed stats_batch at a time.
+        self._deferred = DeferredSteps(stats_config, max_steps=stats_batch, max_wait=stats_batch_wait,
+                                       emit=self._submit, warn=self._warn_once) if stats_batch > 1 else None
+        self._micro: list[dict[str, torch.Tensor]] = []  # deferred mode: this step's micro-batches (copies)
         self._last_step: int | None = None
         self._warned: set[str] = set()
         self._closed = False
@@ -71,7 +77,16 @@ class Monitor:
         """Fold one micro-batch into the current step (tensors: see ``stats.compute_step_stats``)."""
         try:
             present = {k: v for k, v in optional_tensors.items() if v is not None}
-            self._acc.add(logp_new, logp_old, advantages, mask, **present)
+            if self._deferred is None:
+                self._acc.add(logp_new, logp_old, advantages, mask, **present)
+            else:  # checked now, computed later: keep our own copies, never the caller's tensors
+                check_inputs(logp_new, logp_old, advantages, mask, **present)
+                import torch
+
+                with torch.no_grad():
+                    self._micro.append({name: t.detach().clone() for name, t in (
+                        ("logp_new", logp_new), ("logp_old", logp_old), ("advantages", advantages), ("mask", mask),
+                        *present.items())})
         except Exception as exc:
             if self.strict and isinstance(exc, InputError):
                 raise
@@ -86,29 +101,18 @@ class Monitor:
         grad_norm: float | None = None,
         lr: float | None = None,
         metrics: Mapping[str, float] | None = None,
-    ) -> wire.StepRecord:
+    ) -> wire.StepRecord | None:
         """Close the step: aggregate its micro-batches and queue the record (does not wait for the network).
 
         ``step`` defaults to the previous step + 1 (starting at 0). ``metrics`` adds extra named values
-        (names ``[a-z0-9_.]+``). Returns the record that was queued.
+        (names ``[a-z0-9_.]+``). Returns the record that was queued, or None when the step's statistics
+        wait to be computed with the next small steps (``stats_batch`` > 1).
         """
         if step is None:
             step = 0 if self._last_step is None else self._last_step + 1
         self._last_step = step
+        when = time.time()
         values: dict[str, float] = {}
-        histograms: dict[str, list[int]] = {}
-        try:
-            stats = self._acc.result() if not self._acc.empty else {}
-            for name, value in stats.items():
-                if isinstance(value, list):
-                    histograms[wire.LOG_RATIO_HIST_NAME] = value
-                else:
-                    values[name] = value
-        except Exception as exc:
-            self._warn_once(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of step {step} of run "
-                                                           f"{self.run_id} failed: {exc}")
-        finally:
-            self._acc.reset()  # drop every tensor of the step
         for name, value in (("loss", loss), ("grad_norm", grad_norm), ("lr", lr), *(metrics or {}).items()):
             if value is None:
                 continue
@@ -118,16 +122,44 @@ class Monitor:
                 values[name] = float(value)
             except (TypeError, ValueError) as exc:
                 self._warn_once(f"metric-{name}", f"sapo-monitor: metric {name!r} dropped: {exc}")
-        record = wire.StepRecord(step=int(step), time=time.time(), metrics=values, histograms=histograms)
+        if self._deferred is not None:
+            micro, self._micro = self._micro, []
+            key = self._deferred.batch_key(micro[0]) if len(micro) == 1 else None
+            if key is not None:
+                self._deferred.add(int(step), when, micro[0], values, key)
+                return None
+            self._deferred.flush()  # records stay in step order
+            for batch in micro:
+                self._acc.add(**batch)
+        stats: dict[str, float | list[int]] = {}
+        try:
+            stats = self._acc.result() if not self._acc.empty else {}
+        except Exception as exc:
+            self._warn_once(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of step {step} of run "
+                                                           f"{self.run_id} failed: {exc}")
+        finally:
+            self._acc.reset()  # drop every tensor of the step
+        record = record_from_stats(int(step), when, stats, values)
+        self._submit(record)
+        return record
+
+    def _submit(self, record: wire.StepRecord) -> None:
         try:
             self._delivery.submit(record)
         except Exception as exc:  # submit does not raise; belt and braces for training's sake
-            self._warn_once("submit", f"sapo-monitor: could not queue step {step}: {exc}")
-        return record
+            self._warn_once("submit", f"sapo-monitor: could not queue step {record.step}: {exc}")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every step so far is delivered (or, offline, in the spool). True when done."""
+        self._compute_waiting()
         return self._delivery.flush(timeout)
+
+    def _compute_waiting(self) -> None:
+        if self._deferred is not None:
+            try:
+                self._deferred.flush()
+            except Exception as exc:  # flush logs its own failures; belt and braces for training's sake
+                self._warn_once("deferred", f"sapo-monitor: waiting steps of run {self.run_id} lost: {exc}")
 
     def close(self, timeout: float | None = None, *, status: str = "finished") -> None:
         """Deliver what is pending, mark the run ``status``, stop the worker. Also runs at exit."""
@@ -135,6 +167,7 @@ class Monitor:
             return
         self._closed = True
         atexit.unregister(self._at_exit)
+        self._compute_waiting()
         try:
             self._delivery.close(timeout, status=status)
         except Exception as exc:
@@ -171,6 +204,7 @@ def init(
     stats_config: StatsConfig | None = None,
     name: str | None = None,
     strict: bool = False,
+    stats_batch: int | None = None,
     transport: Transport | None = None,
     settings: ClientSettings | None = None,
 ) -> Monitor:
@@ -185,6 +219,9 @@ def init(
         algo: "sapo", "grpo", "gspo", ...; config: the run's configuration (dict or dataclass);
         tags: string labels. stats_config: thresholds of the statistics. name: display name.
         strict: re-raise input errors from ``observe`` instead of logging them.
+        stats_batch: compute the statistics of up to this many small CPU steps together (default
+            ``SAPO_MONITOR_STATS_BATCH`` or 1: every step at ``end_step``). Above 1, ``end_step`` of a small
+            step returns None and its record follows within ``stats_batch`` steps or ``flush_interval``.
         transport: replaces the HTTP transport (tests); settings: replaces the environment.
 
     Raises:
@@ -225,8 +262,11 @@ def init(
     delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings)
     if transport is None:
         log.info("sapo-monitor: no server set; run %s is recorded offline in %s", run_id, spool.dir)
+    batch = settings.stats_batch if stats_batch is None else stats_batch
+    if batch < 1:
+        raise ConfigError(f"stats_batch must be >= 1, got {batch}")
     return Monitor(run_id=run_id, spec=spec, delivery=delivery, stats_config=stats_config or StatsConfig(),
-                   strict=strict)
+                   strict=strict, stats_batch=batch, stats_batch_wait=settings.flush_interval)
 
 
 def _settings_from_env() -> ClientSettings:

@@ -41,7 +41,7 @@ from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["QUANTILES", "StatsConfig", "StepAccumulator", "compute_step_stats"]
+__all__ = ["QUANTILES", "StatsConfig", "StepAccumulator", "check_inputs", "compute_step_stats"]
 
 QUANTILES: tuple[tuple[str, float], ...] = (
     ("log_ratio.p01", 0.01),
@@ -179,9 +179,6 @@ class StepAccumulator:
         """Fold one micro-batch into the step (see :func:`compute_step_stats` for the arguments)."""
         import torch
 
-        unknown = sorted(set(optional_tensors) - set(_OPTIONAL))
-        if unknown:
-            raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
         if self.steps != 1 and not self.empty:
             raise InputError("this accumulator holds a batch of steps (add_steps); reset it first")
         with torch.no_grad():
@@ -240,16 +237,9 @@ class StepAccumulator:
         import torch
 
         f64 = torch.float64
-        _check_2d("logp_new", logp_new)
+        per_row = check_inputs(logp_new, logp_old, advantages, mask, **opt)
         shape = tuple(logp_new.shape)
         device = logp_new.device
-        for name, t in (("logp_old", logp_old), ("mask", mask)):
-            _check_shape(name, t, shape)
-        if tuple(advantages.shape) not in (shape[:1], shape):
-            raise InputError(
-                f"advantages has shape {tuple(advantages.shape)}; expected [B]={shape[:1]} or [B, T]={shape}"
-            )
-        per_row = _check_optional(opt, shape)
         cfg = self.config
         n_rows, n_cols = shape
 
@@ -802,6 +792,29 @@ def _assemble(h: dict[str, float], quantiles: dict[str, float]) -> dict[str, flo
     if h.get("flip_n", 0) > 0:
         out["moe.route_flip_frac"] = h["flip_sum"] / h["flip_n"]
     return out
+
+
+def check_inputs(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                 **optional_tensors: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Check one micro-batch's shapes (what ``StepAccumulator.add`` accepts) without computing anything.
+
+    Returns the optional tensors that were given, expert ids as [L, B, T, k].
+
+    Raises:
+        InputError: naming the argument whose shape does not fit, or an unknown optional tensor name.
+    """
+    unknown = sorted(set(optional_tensors) - set(_OPTIONAL))
+    if unknown:
+        raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
+    _check_2d("logp_new", logp_new)
+    shape = tuple(logp_new.shape)
+    for name, t in (("logp_old", logp_old), ("mask", mask)):
+        _check_shape(name, t, shape)
+    if not hasattr(advantages, "shape") or tuple(advantages.shape) not in (shape[:1], shape):
+        raise InputError(
+            f"advantages has shape {tuple(getattr(advantages, 'shape', ()))}; expected [B]={shape[:1]} or [B, T]={shape}"
+        )
+    return _check_optional(optional_tensors, shape)
 
 
 def _check_optional(opt: dict[str, torch.Tensor | None], shape: tuple[int, ...]) -> dict[str, torch.Tensor]:

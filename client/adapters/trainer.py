@@ -6,12 +6,15 @@ The trainer hands observers detached clones, so nothing here can change training
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sapo_monitor.client.monitor import Monitor, init
 from sapo_monitor.client.stats import StatsConfig
 
-__all__ = ["TrainerObserver", "attach_trainer"]
+__all__ = ["TRAINER_STATS_BATCH", "TrainerObserver", "attach_trainer"]
+
+TRAINER_STATS_BATCH = 32  # small steps computed together (see client/_deferred.py)
 
 
 class TrainerObserver:
@@ -53,6 +56,12 @@ def attach_trainer(trainer: Any, *, algo: str | None = None, config: Any = None,
                    **init_kwargs: Any) -> Monitor:
     """Monitor a bundled-trainer run: algo, config and StatsConfig come from ``trainer.config``."""
     cfg = trainer.config
+    # The bundled trainer's steps are small and CPU-bound: batching their statistics keeps the hook's
+    # cost a small share of a step (an explicit stats_batch, or SAPO_MONITOR_STATS_BATCH, wins).
+    settings = init_kwargs.get("settings")
+    if not ("stats_batch" in init_kwargs or "SAPO_MONITOR_STATS_BATCH" in os.environ
+            or (settings is not None and "stats_batch" in settings.model_fields_set)):
+        init_kwargs["stats_batch"] = TRAINER_STATS_BATCH
     monitor = init(
         algo=algo or cfg.algo,
         config=cfg.to_dict() if config is None else config,

@@ -409,6 +409,8 @@ def attach_trl(
     algorithm = algo or trl_config.algorithm_for(args)
     on_policy = not trl_config.computes_old_logps(args, getattr(trainer, "num_iterations", None))
     _check_liger(trainer)
+    if mirror_to_trainer_logs:  # mirroring needs each step's record at end_step: no deferred statistics
+        init_kwargs.setdefault("stats_batch", 1)
     monitor = init(
         algo=algorithm,
         config=trl_config.run_config(args) if config is None else config,

@@ -1,0 +1,108 @@
+"""Small steps' statistics, computed a batch of steps at a time.
+
+A small step (a few thousand tokens) costs its statistics per operation, not per token: ~150 tiny
+operations whatever the size, a noticeable share of a step that itself takes a few milliseconds.
+So the monitor keeps its own copies of up to ``max_steps`` small steps of one shape and computes them
+together (``StepAccumulator.add_steps``: the same operations on K times the data), then hands their
+records to delivery in order. A step waits at most ``max_steps`` steps or ``max_wait`` seconds (checked
+when the next step ends); ``flush`` (also run by ``Monitor.flush`` and ``close``) computes what waits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sapo_monitor.client import wire
+from sapo_monitor.client.stats import StatsConfig, StepAccumulator
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DeferredSteps", "record_from_stats"]
+
+# Positions ([rows, T] cells) of one batch: a batch stays one cache-sized block of work.
+MAX_BATCH_POSITIONS = 1 << 15
+
+
+@dataclass
+class _Pending:
+    step: int
+    time: float
+    tensors: dict[str, torch.Tensor]  # one micro-batch, our own copies
+    values: dict[str, float]  # loss, grad_norm, lr, extra metrics
+
+
+def record_from_stats(step: int, when: float, stats: dict[str, float | list[int]],
+                      values: dict[str, float]) -> wire.StepRecord:
+    """A step's record: its statistics (the histogram apart) plus the scalars given to ``end_step``."""
+    metrics: dict[str, float] = {}
+    histograms: dict[str, list[int]] = {}
+    for name, value in stats.items():
+        if isinstance(value, list):
+            histograms[wire.LOG_RATIO_HIST_NAME] = value
+        else:
+            metrics[name] = value
+    metrics.update(values)
+    return wire.StepRecord(step=step, time=when, metrics=metrics, histograms=histograms)
+
+
+class DeferredSteps:
+    """Holds small steps until a batch is full, then computes and emits their records in order."""
+
+    def __init__(self, config: StatsConfig, *, max_steps: int, max_wait: float,
+                 emit: Callable[[wire.StepRecord], None], warn: Callable[[str, str], None]) -> None:
+        self.config = config
+        self.max_steps = max_steps
+        self.max_wait = max_wait
+        self._emit = emit
+        self._warn = warn
+        self._pending: list[_Pending] = []
+        self._key: tuple | None = None
+        self._acc = StepAccumulator(config)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @staticmethod
+    def batch_key(tensors: dict[str, torch.Tensor]) -> tuple | None:
+        """What steps must share to be computed together; None for a step that is never deferred
+        (on an accelerator, where operations are cheap, or too large for one block)."""
+        first = tensors["logp_new"]
+        if first.device.type != "cpu" or first.numel() * 2 > MAX_BATCH_POSITIONS:
+            return None
+        return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(tensors.items()))
+
+    def add(self, step: int, when: float, tensors: dict[str, torch.Tensor], values: dict[str, float],
+            key: tuple) -> None:
+        """Queue one small step (``key`` from :meth:`batch_key`); computes the batch when it is due."""
+        if self._pending and (key != self._key or
+                              (len(self._pending) + 1) * tensors["logp_new"].numel() > MAX_BATCH_POSITIONS):
+            self.flush()
+        self._key = key
+        self._pending.append(_Pending(step, when, tensors, values))
+        if len(self._pending) >= self.max_steps or time.time() - self._pending[0].time >= self.max_wait:
+            self.flush()
+
+    def flush(self) -> None:
+        """Compute every waiting step and emit its record (statistics lost to an error are logged)."""
+        import torch
+
+        pending, self._pending, self._key = self._pending, [], None
+        if not pending:
+            return
+        stats: list[dict[str, float | list[int]]] = [{} for _ in pending]
+        try:
+            names = pending[0].tensors
+            self._acc.reset()
+            self._acc.add_steps(**{name: torch.stack([p.tensors[name] for p in pending]) for name in names})
+            stats = self._acc.results()
+        except Exception as exc:
+            steps = f"{pending[0].step}..{pending[-1].step}"
+            self._warn(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of steps {steps} failed: {exc}")
+        finally:
+            self._acc.reset()
+        for p, s in zip(pending, stats, strict=True):
+            self._emit(record_from_stats(p.step, p.time, s, p.values))
