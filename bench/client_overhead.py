@@ -7,10 +7,17 @@
    the service is down (steps go to the spool; delivery retries in the background). Target <= 1.05.
 3. The TRL row (``bench/trl_row.py``, owned by the TRL adapter): GRPOTrainer step time attached / bare.
 
-Runs alternate in a rotating order (bare, up, down; up, down, bare; ...) so drifting machine load and
-process state hit every variant alike; each figure is the median over repeats. torch uses one thread, as the trainer does by default.
+Runs go in rounds, one run per variant, in a rotating order (bare, up, down; up, down, bare; ...) so
+drifting machine load and process state hit every variant alike. A ratio is the median over rounds of
+(variant / the same round's bare run): on a shared VM whole runs of identical work differ by 10-20%, so
+the quartiles are printed too. "In hook" is the time spent inside the trainer's observer hook (the
+trainer's copies for observers, observe, end_step, batched statistics): the client's direct cost,
+steady where wall-clock ratios are not. The paired section removes most of that drift: a bare and an
+attached trainer (identical work) take turns step by step in one process, and each times its own steps.
+torch uses one thread, as the trainer does by default.
 
-    .venv/bin/python bench/client_overhead.py [--steps 40] [--repeats 3] [--no-trl]
+    .venv/bin/python bench/client_overhead.py [--steps 60] [--repeats 9] [--paired-steps 150]
+                                              [--paired-repeats 6] [--no-trl]
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -66,10 +75,11 @@ def bench_stats_vs_loss(repeats: int = 15) -> dict[str, float]:
             **{f"{name}_cpu": statistics.median(v) for name, v in cpu.items()}}
 
 
-def _train_once(steps: int, server: str | None, spool: Path | None) -> tuple[float, float]:
+def _train_once(steps: int, server: str | None, spool: Path | None) -> tuple[float, float, float]:
     """Wall and process-CPU seconds per optimizer step of one default-preset run (warm start off; setup
-    excluded). CPU time includes the client's background thread; it is steadier than wall time on a
-    shared machine."""
+    excluded), and the seconds per step spent inside the trainer's observer hook (the client's direct
+    cost: the trainer's copies for observers, observe, end_step). CPU time includes the client's
+    background thread."""
     from sapo_monitor.client.settings import ClientSettings
     from sapo_monitor.trainer.train import Trainer, make_config
 
@@ -77,36 +87,139 @@ def _train_once(steps: int, server: str | None, spool: Path | None) -> tuple[flo
 
     trainer = Trainer(make_config("default", steps=steps, warm_start_steps=0, seed=1))
     monitor = None
+    hook = [0.0]
     if spool is not None:
         settings = ClientSettings(spool_dir=spool, close_timeout=0.5)
         monitor = client.attach(trainer, run=f"bench-{time.time_ns()}", project="bench", server=server,
                                 settings=settings)
+        notify = trainer._notify
+
+        def timed_notify(make_batch):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            notify(make_batch)
+            hook[0] += time.perf_counter() - start
+
+        trainer._notify = timed_notify  # type: ignore[method-assign]
     start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
+    if monitor is not None:
+        hook_start = time.perf_counter()
+        monitor.flush(0)  # computes the steps still waiting for their batch (part of the cost); no waiting
+        hook[0] += time.perf_counter() - hook_start
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if monitor is not None:
         monitor.close()
-    return elapsed / steps, cpu / steps
+    return elapsed / steps, cpu / steps, hook[0] / steps
 
 
 def bench_trainer(steps: int, repeats: int, service_url: str, dead_url: str,
-                  workdir: Path) -> dict[str, tuple[float, float]]:
+                  workdir: Path) -> dict[str, dict[str, float]]:
+    """Per variant: median wall and CPU per step, the median of the per-round ratios to the bare run of
+    the same round (machine drift cancels within a round), their spread, and the in-hook cost."""
     _train_once(max(4, steps // 4), None, None)  # warm-up: imports, allocator
-    runs: dict[str, list[tuple[float, float]]] = {"bare": [], "up": [], "down": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"bare": [], "up": [], "down": []}
     variants = {"bare": (None, None), "up": (service_url, workdir / "spool-up"),
                 "down": (dead_url, workdir / "spool-down")}
     names = list(variants)
     for i in range(repeats):
-        # Rotate the order each repeat: a variant that always ran last measured the process's drift too.
+        # Rotate the order each round: a variant that always ran last measured the process's drift too.
         for name in names[i % 3:] + names[:i % 3]:
             runs[name].append(_train_once(steps, *variants[name]))
-    return {name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for name, v in runs.items()}
+    out: dict[str, dict[str, float]] = {}
+    for name, v in runs.items():
+        ratios = sorted(w / b[0] for (w, _, _), b in zip(v, runs["bare"], strict=True))
+        cpu_ratios = sorted(c / b[1] for (_, c, _), b in zip(v, runs["bare"], strict=True))
+        out[name] = {
+            "wall": statistics.median(w for w, _, _ in v), "cpu": statistics.median(c for _, c, _ in v),
+            "ratio": statistics.median(ratios), "cpu_ratio": statistics.median(cpu_ratios),
+            "ratio_lo": ratios[len(ratios) // 4], "ratio_hi": ratios[(3 * len(ratios)) // 4],
+            "hook": statistics.median(h for _, _, h in v),
+        }
+    return out
+
+
+class _Turns:
+    """Trainers in threads that take strict turns, one optimizer step each, each timing its own steps."""
+
+    def __init__(self, n: int) -> None:
+        self.turn, self.done = 0, [False] * n
+        self.times: list[list[float]] = [[] for _ in range(n)]
+        self.cv = threading.Condition()
+
+    def wait(self, i: int) -> float:
+        with self.cv:
+            self.cv.wait_for(lambda: self.turn == i)
+        return time.perf_counter()
+
+    def pass_on(self, i: int, started: float | None) -> None:
+        if started is not None:
+            self.times[i].append(time.perf_counter() - started)
+        with self.cv:
+            nxt = (i + 1) % len(self.done)
+            while self.done[nxt] and nxt != i:
+                nxt = (nxt + 1) % len(self.done)
+            self.turn = nxt
+            self.cv.notify_all()
+
+
+def _paired_once(steps: int, server: str | None, spool: Path, attached_first: bool) -> float:
+    """One bare and one attached trainer (same config and seed: identical work) alternate optimizer steps;
+    returns attached / bare time summed over the steps after a short warm-up."""
+    from sapo_monitor.client.settings import ClientSettings
+    from sapo_monitor.trainer.train import Trainer, make_config
+
+    from sapo_monitor import client
+
+    bare, attached = (Trainer(make_config("default", steps=steps, warm_start_steps=0, seed=1)) for _ in range(2))
+    monitor = client.attach(attached, run=f"paired-{time.time_ns()}", project="bench", server=server,
+                            settings=ClientSettings(spool_dir=spool, close_timeout=0.5))
+    order = [attached, bare] if attached_first else [bare, attached]
+    turns = _Turns(2)
+
+    def body(i: int, trainer: Any) -> None:
+        started = [turns.wait(i)]
+
+        def step_done(_: Any) -> None:
+            turns.pass_on(i, started[0])
+            started[0] = turns.wait(i)
+
+        try:
+            trainer.train(progress=step_done)
+            if trainer is attached:
+                monitor.flush(0)  # the steps still waiting for their batch are part of the cost
+                turns.times[i][-1] += time.perf_counter() - started[0]
+        finally:
+            with turns.cv:
+                turns.done[i] = True
+            turns.pass_on(i, None)
+
+    threads = [threading.Thread(target=body, args=(i, t)) for i, t in enumerate(order)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    monitor.close()
+    warm = min(10, steps // 4)
+    t_att, t_bare = (sum(turns.times[order.index(t)][warm:]) for t in (attached, bare))
+    return t_att / t_bare
+
+
+def bench_paired(steps: int, repeats: int, service_url: str, dead_url: str, workdir: Path) -> dict[str, list[float]]:
+    """attached / bare from trainers taking turns step by step (drift cancels within a step pair), roles'
+    order swapped every repeat."""
+    out: dict[str, list[float]] = {"up": [], "down": []}
+    for i in range(repeats):
+        for name, url in (("up", service_url), ("down", dead_url)):
+            out[name].append(_paired_once(steps, url, workdir / f"paired-{name}-{i}", attached_first=i % 2 == 0))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per trainer run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per variant (median reported)")
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per trainer run")
+    parser.add_argument("--repeats", type=int, default=9, help="rounds (one run per variant each; medians reported)")
+    parser.add_argument("--paired-steps", type=int, default=150, help="optimizer steps per paired run")
+    parser.add_argument("--paired-repeats", type=int, default=6, help="paired runs per variant (median reported)")
     parser.add_argument("--no-trl", action="store_true", help="skip the TRL row")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -134,12 +247,23 @@ def main() -> None:
         try:
             print(f"\n== reference trainer, default preset, {args.steps} steps x {args.repeats} runs per variant")
             t = bench_trainer(args.steps, args.repeats, service.url, dead_url, workdir)
-            (bw, bc) = t["bare"]
-            print(f"  {'':24} {'wall ms/step':>12} {'ratio':>6}   {'CPU ms/step':>11} {'ratio':>6}")
+            bare_wall = t["bare"]["wall"]
+            print(f"  {'':24} {'wall ms/step':>12} {'ratio':>6} {'(quartiles)':>13}   {'CPU ratio':>9}"
+                  f"   {'in hook ms/step':>15} {'share':>6}")
             for name, label in (("bare", "bare"), ("up", "attached, service up"), ("down", "attached, service down")):
-                w, c = t[name]
-                print(f"  {label:24} {w * 1e3:12.1f} {w / bw:6.3f}   {c * 1e3:11.1f} {c / bc:6.3f}")
-            print("  (target: attached / bare <= 1.05)")
+                r = t[name]
+                print(f"  {label:24} {r['wall'] * 1e3:12.1f} {r['ratio']:6.3f} ({r['ratio_lo']:.3f}-{r['ratio_hi']:.3f})"
+                      f"   {r['cpu_ratio']:9.3f}   {r['hook'] * 1e3:15.3f} {r['hook'] / bare_wall * 100:5.1f}%")
+            print("  (target: attached / bare <= 1.05; ratios are medians of per-round ratios to the same round's"
+                  " bare run)")
+
+            print(f"\n== the same, paired: a bare and an attached trainer take turns step by step, "
+                  f"{args.paired_steps} steps x {args.paired_repeats} pairs")
+            paired = bench_paired(args.paired_steps, args.paired_repeats, service.url, dead_url, workdir)
+            for name, label in (("up", "attached, service up"), ("down", "attached, service down")):
+                r = sorted(paired[name])
+                print(f"  {label:24} attached / bare {statistics.median(r):6.3f}   (pairs: "
+                      + " ".join(f"{x:.3f}" for x in r) + ")")
 
             # ---- TRL row (owned by the TRL adapter: bench/trl_row.py) ------------------------------
             if not args.no_trl:
