@@ -2,7 +2,8 @@
 
 Per optimizer step: ``observe`` once per micro-batch (statistics accumulate on the device), then
 ``end_step`` (one device-to-host transfer, a :class:`~sapo_monitor.client.wire.StepRecord` handed to
-the background delivery). Neither raises into training code: a problem is logged once, with its reason,
+the background delivery). With ``stats_batch`` > 1, small CPU steps are instead copied and computed
+a batch at a time (``_deferred.py``). Neither raises into training code: a problem is logged once, with its reason,
 and training goes on (``strict=True`` re-raises input errors, for tests and debugging).
 """
 
@@ -122,17 +123,21 @@ class Monitor:
                 values[name] = float(value)
             except (TypeError, ValueError) as exc:
                 self._warn_once(f"metric-{name}", f"sapo-monitor: metric {name!r} dropped: {exc}")
+        micro: list[dict[str, torch.Tensor]] = []
         if self._deferred is not None:
             micro, self._micro = self._micro, []
-            key = self._deferred.batch_key(micro[0]) if len(micro) == 1 else None
-            if key is not None:
-                self._deferred.add(int(step), when, micro[0], values, key)
-                return None
-            self._deferred.flush()  # records stay in step order
-            for batch in micro:
-                self._acc.add(**batch)
+            try:
+                key = self._deferred.batch_key(micro[0]) if len(micro) == 1 else None
+                if key is not None:
+                    self._deferred.add(int(step), when, micro[0], values, key)
+                    return None
+            except Exception as exc:  # add logs its own failures; belt and braces for training's sake
+                self._warn_once("deferred", f"sapo-monitor: step {step} of run {self.run_id} not batched: {exc}")
+            self._compute_waiting()  # records stay in step order
         stats: dict[str, float | list[int]] = {}
         try:
+            for batch in micro:  # deferred mode, a step computed at once: its micro-batches (our copies)
+                self._acc.add(**batch)
             stats = self._acc.result() if not self._acc.empty else {}
         except Exception as exc:
             self._warn_once(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of step {step} of run "

@@ -25,7 +25,7 @@ Choices the catalogue leaves open, fixed here:
 Everything is computed in float64 on the inputs' device (float32 or bf16 inputs are upcast block by
 block), without gradients, in the [B, T] layout: excluded positions are zeroed, never gathered, so no
 shape depends on the data. A step's numbers reach the host in one transfer (a second one only for a
-quantile outside [-8, 8)). On a CPU the finite log-ratios are also gathered, for exact quantiles.
+quantile outside [-8, 8)). On a CPU every log-ratio is also kept, for exact quantiles by sorting.
 Log-ratios above ~709 overflow the float64 ratio: ratio statistics of such a step are infinite/NaN.
 """
 
