@@ -48,6 +48,7 @@ class Monitor:
         self.spec = spec
         self.stats_config = stats_config
         self.strict = strict
+        self.stats_batch = stats_batch
         self._delivery = delivery
         self._acc = StepAccumulator(stats_config)
         # stats_batch > 1: small steps keep copies of their tensors and are computed stats_batch at a time.

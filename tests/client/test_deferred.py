@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 
 import pytest
 import torch
 from sapo_monitor.client import init
+from sapo_monitor.client._spool import Spool
 
 from tests.client.test_stats import make_case
 
@@ -110,3 +113,27 @@ def test_large_steps_are_not_deferred(receiver, fast_settings):
     assert mon.end_step(0) is not None  # too large to gain from batching: computed at once
     mon.close()
     assert torch.isclose(torch.tensor(receiver.steps["large"][0]["metrics"]["tokens.count"]), case["mask"].sum())
+
+
+def test_attach_to_the_bundled_trainer_batches_its_small_steps(fast_settings, monkeypatch):
+    from sapo_monitor.client import attach
+    from sapo_monitor.client.adapters.trainer import TRAINER_STATS_BATCH
+    from sapo_monitor.trainer.train import Trainer, make_config
+
+    monkeypatch.delenv("SAPO_MONITOR_STATS_BATCH", raising=False)
+    trainer = Trainer(make_config("default", steps=5, warm_start_steps=0))
+    mon = attach(trainer, run="batched", settings=fast_settings)
+    assert mon.stats_batch == TRAINER_STATS_BATCH > 1
+    returned = []
+    end_step = mon.end_step
+    mon.end_step = lambda *a, **k: returned.append(end_step(*a, **k))  # type: ignore[method-assign]
+    trainer.train()
+    mon.close()
+    assert returned == [None] * 5  # every step waited for its batch ...
+    spool = Spool(mon.spool_dir)
+    steps = sorted(s["step"] for b in spool.pending() for s in json.loads(gzip.decompress(spool.read(b)))["steps"])
+    assert steps == [1, 2, 3, 4, 5]  # ... and close() computed and kept them all
+    explicit = attach(Trainer(make_config("default", steps=1, warm_start_steps=0)), run="one", settings=fast_settings,
+                      stats_batch=1)
+    assert explicit.stats_batch == 1
+    explicit.close()
