@@ -10,6 +10,7 @@ when the next step ends); ``flush`` (also run by ``Monitor.flush`` and ``close``
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ class DeferredSteps:
         self._pending: list[_Pending] = []
         self._key: tuple | None = None
         self._acc = StepAccumulator(config)
+        # flush() may come from another thread (Monitor.flush, close at exit) while training adds steps.
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -78,16 +81,25 @@ class DeferredSteps:
     def add(self, step: int, when: float, tensors: dict[str, torch.Tensor], values: dict[str, float],
             key: tuple) -> None:
         """Queue one small step (``key`` from :meth:`batch_key`); computes the batch when it is due."""
+        with self._lock:
+            self._add(step, when, tensors, values, key)
+
+    def _add(self, step: int, when: float, tensors: dict[str, torch.Tensor], values: dict[str, float],
+             key: tuple) -> None:
         if self._pending and (key != self._key or
                               (len(self._pending) + 1) * tensors["logp_new"].numel() > MAX_BATCH_POSITIONS):
-            self.flush()
+            self._flush()
         self._key = key
         self._pending.append(_Pending(step, when, tensors, values))
         if len(self._pending) >= self.max_steps or time.time() - self._pending[0].time >= self.max_wait:
-            self.flush()
+            self._flush()
 
     def flush(self) -> None:
         """Compute every waiting step and emit its record (statistics lost to an error are logged)."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         import torch
 
         pending, self._pending, self._key = self._pending, [], None
