@@ -55,3 +55,20 @@ def test_empty_database_gets_the_schema_on_start(db_url: str) -> None:
         assert migrate.current_revision(engine) == migrate.head_revision(db_url)
     finally:
         engine.dispose()
+
+
+def test_readyz_answers_503_while_the_schema_is_behind(db_url: str) -> None:
+    import httpx
+
+    from .conftest import live_service
+
+    with live_service(db_url) as base:  # an empty database: the service creates the schema
+        assert httpx.get(f"{base}/readyz", timeout=10).json() == {"status": "ready"}
+        migrate.downgrade(db_url, "0001_core")  # an older release's schema under the running service
+        r = httpx.get(f"{base}/readyz", timeout=10)
+        assert r.status_code == 503
+        body = r.json()
+        assert "behind" in str(body) and "sapo-monitor db upgrade" in str(body) and "database" in str(body)
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200  # alive, just not ready
+        migrate.upgrade(db_url)
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
