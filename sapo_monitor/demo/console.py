@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 
@@ -22,7 +23,7 @@ from .session import (
     wait_for_deliveries,
 )
 
-__all__ = ["outcome_table", "run_demo", "train_all"]
+__all__ = ["outcome_table", "run_demo", "train_all", "wide_console"]
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -105,9 +106,18 @@ def print_urls(session: DemoSession, console: Console) -> None:
         console.print(f"  {name:<20} {url}", soft_wrap=True)  # URLs stay on one line, clickable
 
 
+def wide_console() -> Console:
+    """A console; piped or logged (no terminal, no COLUMNS) it is 132 columns wide rather than Rich's 80,
+    room for the comparison table."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 132
+    return console
+
+
 def run_demo(config: DemoConfig, *, wait: bool, console: Console | None = None) -> int:
     """The whole demo; returns the process exit code."""
-    console = console or Console()
+    console = console or wide_console()
     with open_session(config, log=console.print) as session:
         console.print(f"service up at [bold]{session.service.url}[/bold] (log: {session.service.log_path})")
         subscribe_webhook(session)

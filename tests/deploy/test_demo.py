@@ -93,3 +93,13 @@ def test_demo_runs_end_to_end_without_waiting(tmp_path: Path) -> None:
     assert len(pngs) == 1 and pngs[0].stat().st_size > 20_000
     for url_part in ("/docs", "/metrics", "/api/v1/compare?run="):
         assert url_part in text
+
+
+def test_demo_output_is_wide_enough_for_its_table_when_piped(monkeypatch) -> None:
+    from sapo_monitor.demo.console import wide_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = wide_console()  # pytest captures stdout: not a terminal, like a pipe or a CI log
+    assert not console.is_terminal and console.width == 132
+    monkeypatch.setenv("COLUMNS", "100")
+    assert wide_console().width == 100  # an explicit width wins
