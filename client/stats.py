@@ -151,8 +151,9 @@ class StepAccumulator:
         self._pivots: torch.Tensor | None = None  # [K, 3]: lr, r - 1, reward of each step's first batch
         self._sums: dict[str, torch.Tensor] = {}  # additive, [K, ...]
         self._maxes: dict[str, torch.Tensor] = {}  # max-merged, [K, ...]
-        self._hist: torch.Tensor | None = None  # [K, 42]
-        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # counts, min, max (K = 1)
+        # The quantile grid (masked layout, or a large compact step at result time; one step): per cell
+        # its count, exact min and max, and how many of its values lie below a wire-histogram edge inside it.
+        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._kept_lr: list[torch.Tensor] = []  # [K, n]: log-ratios, +inf where excluded
         self.calls = 0
         self.steps = 1
@@ -328,7 +329,10 @@ class StepAccumulator:
         row_sums = feat.sum(2)
         tok = None if groups is None else _per_step(feat.reshape(len(_TOK), n_rows, -1),
                                                     groups.reshape(len(_GROUPS), n_rows, -1), steps)
-        self._add_histograms(x, valid, steps, grid=not compact)
+        if not compact:  # the grid as the tokens come (no data-dependent shape, no host sync)
+            if steps != 1:
+                raise InputError("a batch of steps is computed in the compact layout only")
+            self._add_grid(x.reshape(-1), valid.reshape(-1))
         # The log-ratios themselves, +inf where excluded: exact quantiles (compact) or the rare exact
         # order statistic outside the grid (masked).
         self._kept_lr.append(torch.where(valid, x, math.inf).reshape(steps, -1))
@@ -396,62 +400,50 @@ class StepAccumulator:
         self._add_max("seq", maxima.reshape(3, steps, -1).amax(2).T if n_i.numel()
                       else torch.full((steps, 3), -math.inf, dtype=f64, device=n_i.device))
 
-    def _add_histograms(self, x: torch.Tensor, valid: torch.Tensor, steps: int, *, grid: bool) -> None:
-        """The wire histogram of each step (and, for the masked layout, the quantile grid) of ``x``
-        where ``valid``."""
-        import torch
-
-        f64 = torch.float64
-        # The wire histogram. Its inner edges are the doubles nearest to j / 10 (j = -20..20), which
-        # an IEEE division j / 10.0 gives exactly; so a guess j = floor(10 x) corrected by one exact
-        # comparison with each neighbouring edge puts every value in its left-closed bin. A binary
-        # search over those same edges gives the same bins: one call, cheaper for a few tokens.
-        if x.numel() <= _BUCKETIZE_UP_TO:
-            bins = torch.bucketize(x, _hist_edges(x.device), right=True)
-        else:
-            j = (x * 10.0).floor()
-            j = j - (x < j / 10.0).to(f64) + (x >= (j + 1.0) / 10.0).to(f64)
-            bins = (j + 21.0).clamp(0, LOG_RATIO_HIST_BINS - 1).long()
-        width = LOG_RATIO_HIST_BINS + 1
-        bins = torch.where(valid, bins, LOG_RATIO_HIST_BINS).reshape(steps, -1)  # excluded: a dump bin, cut off
-        if steps > 1:  # each step its own range of bins
-            bins = bins + torch.arange(0, steps * width, width, device=x.device).unsqueeze(1)
-        hist = torch.bincount(bins.reshape(-1), minlength=steps * width).reshape(steps, width)[:, :-1]
-        self._hist = hist if self._hist is None else self._hist + hist
-        if grid:
-            if steps != 1:
-                raise InputError("a batch of steps is computed in the compact layout only")
-            self._add_grid(x.reshape(-1), valid.reshape(-1))
-
-    def _add_grid(self, x: torch.Tensor, valid: torch.Tensor | None) -> None:
+    def _add_grid(self, x: torch.Tensor, valid: torch.Tensor) -> None:
         import torch
 
         f64, device = torch.float64, x.device
-
-        # The quantile grid: 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow, and a dump
-        # bin for excluded tokens that is cut off at the end. Each bin keeps its exact min and max; the
-        # step's arrays are updated in place.
-        dump = _GRID_BINS + 2
+        # The quantile grid: cell 0 = underflow, 1.._GRID_BINS = grid, _GRID_BINS + 1 = overflow, and a dump
+        # cell for excluded tokens that is cut off at the end. x * 512 is exact (a power of two), so each
+        # cell holds exactly the values of its interval; each keeps its exact min and max, and the count
+        # of its values below the wire histogram's edge inside it (see ``_GridTables``).
+        tables = _grid_tables(device)
         cell = (x * _GRID_SCALE).floor().clamp(-_GRID_HALF * _GRID_SCALE - 1, _GRID_HALF * _GRID_SCALE).long()
         cell += int(_GRID_HALF * _GRID_SCALE) + 1
-        if valid is not None:
-            cell = torch.where(valid, cell, dump)
+        cell = torch.where(valid, cell, tables.dump)
         if self._grid is None:
+            size = tables.dump + 1
             self._grid = (
-                torch.zeros(dump + 1, dtype=torch.long, device=device),
-                torch.full((dump + 1,), math.inf, dtype=f64, device=device),
-                torch.full((dump + 1,), -math.inf, dtype=f64, device=device),
+                torch.zeros(size, dtype=torch.long, device=device),
+                torch.full((size,), math.inf, dtype=f64, device=device),
+                torch.full((size,), -math.inf, dtype=f64, device=device),
+                torch.zeros(size, dtype=f64, device=device),
             )
-        counts, lo, hi = self._grid
-        counts += torch.bincount(cell, minlength=dump + 1)
+        counts, lo, hi, below = self._grid
+        counts += torch.bincount(cell, minlength=tables.dump + 1)
         lo.scatter_reduce_(0, cell, x, "amin")
         hi.scatter_reduce_(0, cell, x, "amax")
+        below += torch.bincount(cell, weights=(x < tables.edge_inside.index_select(0, cell)).to(f64),
+                                minlength=tables.dump + 1)
 
+    def _grid_histogram(self) -> torch.Tensor:
+        """[1, 42]: the wire histogram from the grid's cells (exact: see ``_GridTables``)."""
+        import torch
+
+        assert self._grid is not None
+        counts, _, _, below = self._grid
+        tables = _grid_tables(counts.device)
+        hist = torch.zeros(LOG_RATIO_HIST_BINS + 1, dtype=torch.float64, device=counts.device)
+        hist.index_add_(0, tables.bin_above, counts.to(torch.float64) - below)
+        hist.index_add_(0, tables.bin_below, below)
+        return hist[:LOG_RATIO_HIST_BINS].unsqueeze(0)
 
     # ------------------------------------------------------------------------------------ result
-    def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per step: [min lr, max lr], order statistics j and j+1 of each quantile, their fractions, and
-        flags for order statistics outside the grid (which ``results`` then computes exactly)."""
+    def _quantiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per step: [min lr, max lr], order statistics j and j+1 of each quantile, their fractions, flags
+        for order statistics outside the grid (which ``results`` then computes exactly), and the wire
+        histogram: all from one sort of the log-ratios, or from the grid."""
         import torch
 
         f64 = torch.float64
@@ -464,34 +456,42 @@ class StepAccumulator:
                 part = values[i : i + _CPU_CHUNK]
                 self._add_grid(part, part < math.inf)
         est, frac, outside = self._quantile_estimates()
-        _, lo, hi = (t[:-1] for t in self._grid)  # type: ignore[union-attr]
+        _, lo, hi, _ = (t[:-1] for t in self._grid)  # type: ignore[union-attr]
         lr_range = torch.stack([lo.amin(), hi.amax()])
-        return lr_range.unsqueeze(0), est.unsqueeze(0), frac.unsqueeze(0), outside.unsqueeze(0).to(f64)
+        return (lr_range.unsqueeze(0), est.unsqueeze(0), frac.unsqueeze(0), outside.unsqueeze(0).to(f64),
+                self._grid_histogram())
 
-    def _sorted_quantiles(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Exact quantiles of each step by sorting its row of ``values`` (excluded tokens, +inf, sort last)."""
+    def _sorted_quantiles(
+        self, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exact quantiles and histogram of each step by sorting its row of ``values`` (excluded tokens,
+        +inf, sort last)."""
         import torch
 
         f64, steps, device = torch.float64, values.shape[0], values.device
         nq = len(QUANTILES)
         if values.shape[1] == 0:  # no positions at all: nothing is read (no kept token)
-            zeros = torch.zeros(steps, 2 * nq, dtype=f64, device=device)
-            return zeros[:, :2], zeros, zeros[:, :nq], zeros
+            zeros = torch.zeros(steps, 2 * nq + LOG_RATIO_HIST_BINS, dtype=f64, device=device)
+            return zeros[:, :2], zeros[:, : 2 * nq], zeros[:, :nq], zeros[:, : 2 * nq], zeros[:, -LOG_RATIO_HIST_BINS:]
         ordered = values.sort(1).values
-        last = (self._sums["tok"][:, 0, 0] - 1.0).clamp(min=0).unsqueeze(1)  # kept tokens per step, minus 1
+        n = self._sums["tok"][:, 0, :1]  # kept tokens per step, [K, 1]
+        # Values below each edge (exact comparisons with the edge doubles), so the left-closed bins:
+        below = torch.searchsorted(ordered, _hist_edges(device).expand(steps, -1).contiguous()).to(f64)
+        hist = torch.cat([below, n], 1).diff(dim=1, prepend=torch.zeros_like(n))
+        last = (n - 1.0).clamp(min=0)
         position = last * _quantile_levels(device)
         j = position.floor()
         # One gather: the min, the max, then order statistics j and j + 1 of each quantile.
         order = torch.cat([torch.zeros_like(last), last, j, torch.minimum(j + 1.0, last)], 1).long()
         picked = ordered.gather(1, order)
-        return picked[:, :2], picked[:, 2:], position - j, torch.zeros_like(picked[:, 2:])
+        return picked[:, :2], picked[:, 2:], position - j, torch.zeros_like(picked[:, 2:]), hist
 
     def _quantile_estimates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Order statistics j and j+1 of each quantile (estimated from the grid), fractions, flags."""
         import torch
 
         assert self._grid is not None
-        counts, lo, hi = (t[:-1] for t in self._grid)  # without the dump bin
+        counts, lo, hi, _ = (t[:-1] for t in self._grid)  # without the dump bin
         f64 = torch.float64
         n = counts.sum()
         last = (n - 1).clamp(min=0)
@@ -528,23 +528,23 @@ class StepAccumulator:
         """Each step's statistics (``add_steps``: K records, in order), in one device-to-host transfer."""
         import torch
 
-        if self.empty or self._hist is None or self._pivots is None:
+        if self.empty or self._pivots is None:
             return []
         steps = self.steps
-        lr_range, est, frac, outside = self._quantiles()
+        lr_range, est, frac, outside, hist = self._quantiles()
         parts: list[tuple[str, torch.Tensor]] = [
             ("pivots", self._pivots),
             ("lr_range", lr_range),
             *((f"sum.{k}", v) for k, v in self._sums.items()),
             *((f"max.{k}", v) for k, v in self._maxes.items()),
-            ("hist", self._hist),
+            ("hist", hist),
             ("est", est),
             ("frac", frac),
             ("outside", outside),
         ]
         # cat promotes the counts (int64) to float64 exactly: the one transfer of the batch.
         host_rows = torch.cat([v.reshape(steps, -1) for _, v in parts], 1).tolist()
-        widths = [v[0].numel() for _, v in parts]
+        widths = [v.numel() // steps for _, v in parts]
         records = []
         for row in host_rows:
             host: dict[str, list[float]] = {}
@@ -593,7 +593,6 @@ def _per_step(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.matmul(a.reshape(p, steps, -1).transpose(0, 1), b.reshape(q, steps, -1).permute(1, 2, 0))
 
 
-_BUCKETIZE_UP_TO = 4096  # histogram bins by binary search up to this many tokens (elementwise beyond)
 _HIST_EDGES: dict[torch.device, torch.Tensor] = {}
 
 
@@ -606,6 +605,46 @@ def _hist_edges(device: torch.device) -> torch.Tensor:
         edges = torch.tensor([j / 10.0 for j in range(-20, 21)], dtype=torch.float64, device=device)
         _HIST_EDGES[device] = edges
     return edges
+
+
+class _GridTables:
+    """Per grid cell: the wire-histogram bin of its values at or above the edge inside it (``bin_above``;
+    every value, for a cell no edge cuts), the bin of those below it (``bin_below``), and that edge
+    (``edge_inside``, -inf for a cell no edge cuts). Cells are [L, L + 1/512) and edges j / 10 are 0.1
+    apart, so a cell holds at most one edge; cells 0 and 8193 are the grid's under- and overflow; the
+    last cell is the dump of excluded tokens (bin 42, cut off). With each cell's count of values below
+    its edge, the grid gives the wire histogram exactly."""
+
+    def __init__(self, device: torch.device) -> None:
+        import torch
+
+        f64 = torch.float64
+        half = int(_GRID_HALF * _GRID_SCALE)
+        self.dump = _GRID_BINS + 2
+        edges = [j / 10.0 for j in range(-20, 21)]
+        # Upper bound of each cell: (c - half) / 512 (exact), +inf for the overflow cell.
+        upper = [(c - half) / _GRID_SCALE for c in range(self.dump)] + [math.inf]
+        upper[self.dump - 1] = math.inf
+        above = torch.searchsorted(torch.tensor(edges, dtype=f64), torch.tensor(upper, dtype=f64))  # edges < U
+        above[self.dump] = LOG_RATIO_HIST_BINS
+        inside = torch.full((self.dump + 1,), -math.inf, dtype=f64)
+        for e in edges:
+            scaled = e * _GRID_SCALE
+            if scaled != math.floor(scaled):  # an edge strictly inside its cell
+                inside[math.floor(scaled) + half + 1] = e
+        self.bin_above = above.to(device)
+        self.bin_below = (above - 1).clamp(min=0).to(device)
+        self.edge_inside = inside.to(device)
+
+
+_GRID_TABLES: dict[torch.device, _GridTables] = {}
+
+
+def _grid_tables(device: torch.device) -> _GridTables:
+    tables = _GRID_TABLES.get(device)
+    if tables is None:
+        tables = _GRID_TABLES[device] = _GridTables(device)
+    return tables
 
 
 _CPU_CHUNK = 1 << 15  # positions per block of feature work on a CPU (temporaries stay in cache)

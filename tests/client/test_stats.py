@@ -316,12 +316,25 @@ def test_histogram_edges_are_the_divisions_the_stats_use():
     assert [(k - 20) / 10.0 for k in range(41)] == list(wire.LOG_RATIO_HIST_EDGES[1:-1])
 
 
-@pytest.mark.parametrize("value", [-2.0, -1.9, -0.1, 0.0, 0.1, 0.3, 1.9, 2.0])
-def test_values_on_histogram_edges_go_to_the_bin_they_open(value):
-    lr = torch.tensor([[value, math.nextafter(value, -math.inf)]], dtype=torch.float64)
-    got = compute_step_stats(lr, torch.zeros_like(lr), torch.ones(1), torch.ones_like(lr))["hist.log_ratio"]
+@pytest.mark.parametrize("layout", ["sorted", "grid", "masked"])  # the histogram comes from a sort or the grid
+@pytest.mark.parametrize("value", [-2.0, -1.9, -1.5, -0.1, 0.0, 0.1, 0.3, 1.9, 2.0])
+def test_values_on_histogram_edges_go_to_the_bin_they_open(value, layout, monkeypatch):
+    from sapo_monitor.client import stats
+
+    if layout == "grid":
+        monkeypatch.setattr(stats, "_EXACT_QUANTILES_UP_TO", 0)
+    lr = torch.tensor([[value, math.nextafter(value, -math.inf), math.nextafter(value, math.inf), 9.0, -9.0]],
+                      dtype=torch.float64)
+    acc = StepAccumulator(compact=layout != "masked")
+    acc.add(lr, torch.zeros_like(lr), torch.ones(1), torch.ones_like(lr))
+    got = acc.result()["hist.log_ratio"]
     k = round(value * 10) + 21
-    assert got[k] == 1 and got[k - 1] == 1, got
+    want = [0] * wire.LOG_RATIO_HIST_BINS
+    want[0] += 1  # -9: below -2
+    want[-1] += 1  # 9: at or above 2
+    want[min(k, 41)] += 2  # the edge and the next double up open bin k
+    want[k - 1] += 1  # the double below closes bin k - 1
+    assert got == want, got
 
 
 @pytest.mark.parametrize("compact", [True, False])
