@@ -17,10 +17,11 @@ Choices the catalogue leaves open, fixed here:
   ``groups.zero_signal_frac``) is the mean of A over its masked tokens.
 - ``reward.*`` are over all B entries of ``rewards``.
 - Log-ratio quantiles use linear interpolation between order statistics (numpy's default). On a CPU,
-  a step of at most 65,536 tokens sorts its log-ratios: exact. Larger steps, and every step on an
+  a step of at most 65,536 positions sorts its log-ratios: exact. Larger steps, and every step on an
   accelerator, use a fine histogram (bin width 1/512 over [-8, 8) with each bin's exact min and max):
   exact when the bracketing order statistics are alone in their bin or tied, within 1/512 otherwise;
-  an order statistic outside [-8, 8) is then computed exactly from the kept log-ratios.
+  an order statistic outside [-8, 8) is then computed exactly from the kept log-ratios. The wire
+  histogram comes from the same sort or grid, exactly either way (``_GridTables``).
 
 Everything is computed in float64 on the inputs' device (float32 or bf16 inputs are upcast block by
 block), without gradients, in the [B, T] layout: excluded positions are zeroed, never gathered, so no
