@@ -133,7 +133,8 @@ class StepAccumulator:
     all, A > 0, A < 0, ...) give the per-step, per-group sums in one small batched matrix product.
     Sums are shifted by pivot values fixed at each step's first micro-batch (so variances of
     near-constant data keep full precision) and therefore simply add across micro-batches; extremes
-    take max and histograms add. Every stored tensor has the step as its leading dimension.
+    take max. The log-ratios are kept (compact) or binned into the grid (masked) for the quantiles and
+    the histogram. Every stored tensor has the step as its leading dimension.
     """
 
     def __init__(self, config: StatsConfig = StatsConfig(), *, compact: bool | None = None) -> None:
