@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sapo_monitor.client import wire
-from sapo_monitor.client.stats import StatsConfig, StepAccumulator
+from sapo_monitor.client.stats import CPU_BLOCK_POSITIONS, StatsConfig, StepAccumulator
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["DeferredSteps", "record_from_stats"]
-
-# Positions ([rows, T] cells) of one batch: a batch stays one cache-sized block of work.
-MAX_BATCH_POSITIONS = 1 << 15
 
 
 @dataclass
@@ -66,15 +63,12 @@ class DeferredSteps:
         # flush() may come from another thread (Monitor.flush, close at exit) while training adds steps.
         self._lock = threading.RLock()
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     @staticmethod
     def batch_key(tensors: dict[str, torch.Tensor]) -> tuple | None:
         """What steps must share to be computed together; None for a step that is never deferred
         (on an accelerator, where operations are cheap, or too large for one block)."""
         first = tensors["logp_new"]
-        if first.device.type != "cpu" or first.numel() * 2 > MAX_BATCH_POSITIONS:
+        if first.device.type != "cpu" or first.numel() * 2 > CPU_BLOCK_POSITIONS:
             return None
         return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(tensors.items()))
 
@@ -87,7 +81,7 @@ class DeferredSteps:
     def _add(self, step: int, when: float, tensors: dict[str, torch.Tensor], values: dict[str, float],
              key: tuple) -> None:
         if self._pending and (key != self._key or
-                              (len(self._pending) + 1) * tensors["logp_new"].numel() > MAX_BATCH_POSITIONS):
+                              (len(self._pending) + 1) * tensors["logp_new"].numel() > CPU_BLOCK_POSITIONS):
             self._flush()
         self._key = key
         self._pending.append(_Pending(step, when, tensors, values))

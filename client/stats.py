@@ -32,17 +32,18 @@ Log-ratios above ~709 overflow the float64 ratio: ratio statistics of such a ste
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sapo_monitor.client.errors import ConfigError, InputError
-from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_EDGES
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["QUANTILES", "StatsConfig", "StepAccumulator", "check_inputs", "compute_step_stats"]
+__all__ = ["CPU_BLOCK_POSITIONS", "QUANTILES", "StatsConfig", "StepAccumulator", "check_inputs", "compute_step_stats"]
 
 QUANTILES: tuple[tuple[str, float], ...] = (
     ("log_ratio.p01", 0.01),
@@ -200,9 +201,7 @@ class StepAccumulator:
         [K, B], expert ids [K, L, B, T, k]). Once, on an empty accumulator; ``results`` gives K records."""
         import torch
 
-        unknown = sorted(set(optional_tensors) - set(_OPTIONAL))
-        if unknown:
-            raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
+        _check_optional_names(optional_tensors)
         if not self.empty:
             raise InputError("add_steps needs an empty accumulator")
         if logp_new.dim() != 3:
@@ -258,7 +257,7 @@ class StepAccumulator:
         # A block of sequences at a time. On a CPU every float64 temporary of a block stays in cache
         # and is reused: full-size temporaries would cost more in allocation and page faults than in
         # arithmetic. A small step (or batch of steps) is one block, where each operation counts.
-        rows = max(1, _CPU_CHUNK // max(n_cols, 1)) if device.type == "cpu" else max(n_rows, 1)
+        rows = max(1, CPU_BLOCK_POSITIONS // max(n_cols, 1)) if device.type == "cpu" else max(n_rows, 1)
         feat = torch.empty(len(_TOK), min(rows, n_rows), n_cols, dtype=f64, device=device)
         compact = self.compact if self.compact is not None else device.type == "cpu"
         if rows >= n_rows or steps > 1:
@@ -454,8 +453,8 @@ class StepAccumulator:
             if values.shape[1] <= _EXACT_QUANTILES_UP_TO:
                 return self._sorted_quantiles(values)
             values = values.reshape(-1)  # one step (batches of steps are small)
-            for i in range(0, values.numel(), _CPU_CHUNK):
-                part = values[i : i + _CPU_CHUNK]
+            for i in range(0, values.numel(), CPU_BLOCK_POSITIONS):
+                part = values[i : i + CPU_BLOCK_POSITIONS]
                 self._add_grid(part, part < math.inf)
         est, frac, outside = self._quantile_estimates()
         _, lo, hi, _ = (t[:-1] for t in self._grid)  # type: ignore[union-attr]
@@ -570,18 +569,12 @@ class StepAccumulator:
         return records
 
 
-_QUANTILE_LEVELS: dict[torch.device, torch.Tensor] = {}
-
-
+@functools.cache
 def _quantile_levels(device: torch.device) -> torch.Tensor:
-    """The levels of ``QUANTILES`` as a float64 tensor on ``device``."""
-    levels = _QUANTILE_LEVELS.get(device)
-    if levels is None:
-        import torch
+    """The levels of ``QUANTILES`` as a float64 tensor on ``device`` (built once per device)."""
+    import torch
 
-        levels = torch.tensor([q for _, q in QUANTILES], dtype=torch.float64, device=device)
-        _QUANTILE_LEVELS[device] = levels
-    return levels
+    return torch.tensor([q for _, q in QUANTILES], dtype=torch.float64, device=device)
 
 
 def _per_step(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
@@ -595,18 +588,16 @@ def _per_step(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.matmul(a.reshape(p, steps, -1).transpose(0, 1), b.reshape(q, steps, -1).permute(1, 2, 0))
 
 
-_HIST_EDGES: dict[torch.device, torch.Tensor] = {}
+# The wire histogram's 41 inner edges: the doubles j / 10.0 (j = -20..20), compared with exactly.
+_INNER_EDGES = LOG_RATIO_HIST_EDGES[1:-1]
 
 
+@functools.cache
 def _hist_edges(device: torch.device) -> torch.Tensor:
-    """The 41 inner edges j / 10.0 (j = -20..20) of the wire histogram, float64, on ``device``."""
-    edges = _HIST_EDGES.get(device)
-    if edges is None:
-        import torch
+    """The inner edges of the wire histogram, float64, on ``device`` (built once per device)."""
+    import torch
 
-        edges = torch.tensor([j / 10.0 for j in range(-20, 21)], dtype=torch.float64, device=device)
-        _HIST_EDGES[device] = edges
-    return edges
+    return torch.tensor(_INNER_EDGES, dtype=torch.float64, device=device)
 
 
 class _GridTables:
@@ -623,7 +614,7 @@ class _GridTables:
         f64 = torch.float64
         half = int(_GRID_HALF * _GRID_SCALE)
         self.dump = _GRID_BINS + 2
-        edges = [j / 10.0 for j in range(-20, 21)]
+        edges = _INNER_EDGES
         # Upper bound of each cell: (c - half) / 512 (exact), +inf for the overflow cell.
         upper = [(c - half) / _GRID_SCALE for c in range(self.dump)] + [math.inf]
         upper[self.dump - 1] = math.inf
@@ -639,18 +630,15 @@ class _GridTables:
         self.edge_inside = inside.to(device)
 
 
-_GRID_TABLES: dict[torch.device, _GridTables] = {}
-
-
+@functools.cache
 def _grid_tables(device: torch.device) -> _GridTables:
-    tables = _GRID_TABLES.get(device)
-    if tables is None:
-        tables = _GRID_TABLES[device] = _GridTables(device)
-    return tables
+    return _GridTables(device)
 
 
-_CPU_CHUNK = 1 << 15  # positions per block of feature work on a CPU (temporaries stay in cache)
-_EXACT_QUANTILES_UP_TO = 1 << 16  # on a CPU, steps with at most this many tokens get exact quantiles by sorting
+# [B, T] positions per block of work on a CPU (temporaries stay in cache); a batch of small steps
+# (``_deferred.py``) stays within one block.
+CPU_BLOCK_POSITIONS = 1 << 15
+_EXACT_QUANTILES_UP_TO = 1 << 16  # on a CPU, steps of at most this many positions get exact quantiles by sorting
 
 # Per-token features (rows of the summed matrices) and the token groups they are summed over (columns).
 # Every feature is 0 at excluded positions, so a sum over a group is a sum over its finite masked tokens.
@@ -844,9 +832,7 @@ def check_inputs(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: tor
     Raises:
         InputError: naming the argument whose shape does not fit, or an unknown optional tensor name.
     """
-    unknown = sorted(set(optional_tensors) - set(_OPTIONAL))
-    if unknown:
-        raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
+    _check_optional_names(optional_tensors)
     _check_2d("logp_new", logp_new)
     shape = tuple(logp_new.shape)
     for name, t in (("logp_old", logp_old), ("mask", mask)):
@@ -856,6 +842,12 @@ def check_inputs(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: tor
             f"advantages has shape {tuple(getattr(advantages, 'shape', ()))}; expected [B]={shape[:1]} or [B, T]={shape}"
         )
     return _check_optional(optional_tensors, shape)
+
+
+def _check_optional_names(opt: dict[str, object]) -> None:
+    unknown = sorted(set(opt) - set(_OPTIONAL))
+    if unknown:
+        raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(_OPTIONAL)}")
 
 
 def _check_optional(opt: dict[str, torch.Tensor | None], shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
