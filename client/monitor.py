@@ -211,6 +211,7 @@ def init(
     name: str | None = None,
     strict: bool = False,
     stats_batch: int | None = None,
+    default_stats_batch: int = 1,
     transport: Transport | None = None,
     settings: ClientSettings | None = None,
 ) -> Monitor:
@@ -228,6 +229,8 @@ def init(
         stats_batch: compute the statistics of up to this many small CPU steps together (default
             ``SAPO_MONITOR_STATS_BATCH`` or 1: every step at ``end_step``). Above 1, ``end_step`` of a small
             step returns None and its record follows within ``stats_batch`` steps or ``flush_interval``.
+        default_stats_batch: ``stats_batch`` when neither the argument nor the settings give one (adapters
+            set it for trainers whose steps are small).
         transport: replaces the HTTP transport (tests); settings: replaces the environment.
 
     Raises:
@@ -268,7 +271,7 @@ def init(
     delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings)
     if transport is None:
         log.info("sapo-monitor: no server set; run %s is recorded offline in %s", run_id, spool.dir)
-    batch = settings.stats_batch if stats_batch is None else stats_batch
+    batch = next(b for b in (stats_batch, settings.stats_batch, default_stats_batch) if b is not None)
     if batch < 1:
         raise ConfigError(f"stats_batch must be >= 1, got {batch}")
     return Monitor(run_id=run_id, spec=spec, delivery=delivery, stats_config=stats_config or StatsConfig(),

@@ -28,8 +28,10 @@ class ClientSettings(BaseSettings):
     timeout: float = Field(10.0, gt=0, description="HTTP timeout in seconds.")
     max_backoff: float = Field(60.0, gt=0, description="Longest wait between retries, in seconds.")
     close_timeout: float = Field(10.0, ge=0, description="How long close() (and exit) may spend delivering.")
-    stats_batch: int = Field(1, ge=1, le=1024, description="Small CPU steps whose statistics are computed together "
-                                                            "(fewer, larger operations); 1: each at end_step.")
+    stats_batch: int | None = Field(None, ge=1, le=1024,
+                                    description="Small CPU steps whose statistics are computed together (fewer, larger "
+                                                "operations); 1: each at end_step. Unset: 1, or the adapter's own "
+                                                "default (the bundled trainer's: 32).")
 
     @field_validator("server")
     @classmethod

@@ -6,7 +6,6 @@ The trainer hands observers detached clones, so nothing here can change training
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from sapo_monitor.client.monitor import Monitor, init
@@ -58,10 +57,7 @@ def attach_trainer(trainer: Any, *, algo: str | None = None, config: Any = None,
     cfg = trainer.config
     # The bundled trainer's steps are small and CPU-bound: batching their statistics keeps the hook's
     # cost a small share of a step (an explicit stats_batch, or SAPO_MONITOR_STATS_BATCH, wins).
-    settings = init_kwargs.get("settings")
-    if not ("stats_batch" in init_kwargs or "SAPO_MONITOR_STATS_BATCH" in os.environ
-            or (settings is not None and "stats_batch" in settings.model_fields_set)):
-        init_kwargs["stats_batch"] = TRAINER_STATS_BATCH
+    init_kwargs.setdefault("default_stats_batch", TRAINER_STATS_BATCH)
     monitor = init(
         algo=algo or cfg.algo,
         config=cfg.to_dict() if config is None else config,

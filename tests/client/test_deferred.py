@@ -10,6 +10,7 @@ import pytest
 import torch
 from sapo_monitor.client import init
 from sapo_monitor.client._spool import Spool
+from sapo_monitor.client.settings import ClientSettings
 
 from tests.client.test_stats import make_case
 
@@ -137,3 +138,8 @@ def test_attach_to_the_bundled_trainer_batches_its_small_steps(fast_settings, mo
                       stats_batch=1)
     assert explicit.stats_batch == 1
     explicit.close()
+    monkeypatch.setenv("SAPO_MONITOR_STATS_BATCH", "4")  # the environment wins over the adapter's default
+    from_env = attach(Trainer(make_config("default", steps=1, warm_start_steps=0)), run="env",
+                      settings=ClientSettings(spool_dir=fast_settings.spool_dir))
+    assert from_env.stats_batch == 4
+    from_env.close()
