@@ -11,7 +11,7 @@ wire and exactly once for a receiver that dedupes by ``X-Sapo-Event-Id``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -31,6 +31,7 @@ __all__ = [
     "pending_count",
     "record_attempt",
     "release",
+    "renew_lease",
 ]
 
 _O = WebhookOutbox.__table__
@@ -89,8 +90,12 @@ def enqueue(session: Session, *, webhook_id: int, event_id: str, order_key: str,
                                       now=now)])
 
 
-def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, limit: int = 20) -> list[Claimed]:
-    """Lease up to ``limit`` due rows, each the head of its (webhook, run) queue, oldest first."""
+def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, limit: int = 20,
+              exclude_webhooks: Collection[int] = ()) -> list[Claimed]:
+    """Lease up to ``limit`` due rows, each the head of its (webhook, run) queue, oldest first.
+
+    ``exclude_webhooks``: receivers this worker is still sending to (each receiver is served in order,
+    by one sender at a time)."""
     prev = _O.alias("prev")
     earlier_pending = (
         select(prev.c.id)
@@ -109,6 +114,7 @@ def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, l
             _O.c.next_attempt_at <= now,
             or_(_O.c.claimed_until.is_(None), _O.c.claimed_until < now),
             ~earlier_pending,
+            *([_O.c.webhook_id.notin_(list(exclude_webhooks))] if exclude_webhooks else []),
         )
         .order_by(_O.c.id)
         .limit(limit)
@@ -133,6 +139,20 @@ def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, l
         Claimed(r.id, r.webhook_id, r.event_id, r.order_key, r.body.encode(), r.url, r.secret, r.attempts, r.created_at)
         for r in rows
     ]
+
+
+def renew_lease(session: Session, *, outbox_id: int, worker_id: str, now: float, lease_s: float) -> bool:
+    """Extend this worker's lease on one row right before sending it; False when the row is no longer
+    ours to send (the lease expired and another worker claimed it, or it was delivered meanwhile).
+
+    A claim leases several rows under one expiry and they are sent one after the other: without this
+    check, a row whose lease ran out while earlier ones were sent would go out twice."""
+    result = session.execute(
+        update(_O)
+        .where(_O.c.id == outbox_id, _O.c.claimed_by == worker_id, _O.c.status == "pending")
+        .values(claimed_until=now + lease_s)
+    )
+    return bool(result.rowcount)
 
 
 def record_attempt(

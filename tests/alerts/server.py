@@ -15,6 +15,7 @@ from tests.support.live import ServiceProcess, serve_in_thread
 FAST = AlertingSettings(
     webhook_backoff_base_s=0.05, webhook_backoff_max_s=0.2, outbox_poll_s=0.02, webhook_timeout_s=2.0,
     webhook_lease_s=3.0, silent_check_s=0.2,
+    webhook_allow_hosts="127.0.0.1",  # the receivers are on loopback
 )
 # The subprocess equivalent (``service_process``): settings through the environment.
 FAST_ENV = {
@@ -23,6 +24,7 @@ FAST_ENV = {
     "SAPO_MONITOR_WEBHOOK_BACKOFF_BASE_S": "0.05",
     "SAPO_MONITOR_WEBHOOK_BACKOFF_MAX_S": "0.2",
     "SAPO_MONITOR_OUTBOX_POLL_S": "0.05",
+    "SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
 }
 
 

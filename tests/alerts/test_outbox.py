@@ -21,7 +21,7 @@ from tests.alerts.traces import EXPECTED_FIRING, collapse_trace
 
 FAST = AlertingSettings(
     webhook_backoff_base_s=0.05, webhook_backoff_max_s=0.2, outbox_poll_s=0.02, webhook_timeout_s=2.0,
-    webhook_lease_s=5.0, silent_check_s=3600.0,
+    webhook_lease_s=5.0, silent_check_s=3600.0, webhook_allow_hosts="127.0.0.1",
 )
 SECRET = "s3cret-for-tests"
 
