@@ -82,8 +82,10 @@ def open_session(config: DemoConfig, log: Callable[[str], None] = print) -> Iter
     receiver = WebhookReceiver().start()
     service = None
     try:
-        # Loopback only, so no tokens: whatever SAPO_MONITOR_AUTH the user's shell exports.
-        service = start_service(db, port, workdir / "service.log", env={"SAPO_MONITOR_AUTH": "off"})
+        # Loopback only, so no tokens: whatever SAPO_MONITOR_AUTH the user's shell exports. The demo's
+        # receiver is on loopback, which webhooks may reach only through the allow-list.
+        service = start_service(db, port, workdir / "service.log",
+                                env={"SAPO_MONITOR_AUTH": "off", "SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"})
         prefix = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         yield DemoSession(config, service, receiver, prefix, workdir)
     finally:

@@ -136,7 +136,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         db_url,
         port,
         workdir / "service.log",
-        env={"SAPO_MONITOR_ACTIVE_WINDOW": "PT1H", "SAPO_MONITOR_AUTH": "on"},
+        env={"SAPO_MONITOR_ACTIVE_WINDOW": "PT1H", "SAPO_MONITOR_AUTH": "on",
+             "SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"},  # the receivers are on loopback
     )
     prom_port = free_port()
     prom = subprocess.Popen(
