@@ -179,10 +179,10 @@ def test_single_token_sequences():
 @pytest.fixture(params=["sorted", "grid"])
 def quantile_path(request, monkeypatch):
     """Small CPU steps sort their log-ratios; large ones (forced here) use the on-device grid."""
-    from sapo_monitor.client import stats
+    from sapo_monitor.client.stats import sketch
 
     if request.param == "grid":
-        monkeypatch.setattr(stats, "_EXACT_QUANTILES_UP_TO", 0)
+        monkeypatch.setattr(sketch, "EXACT_QUANTILES_UP_TO", 0)
     return request.param
 
 
@@ -312,17 +312,17 @@ def test_stats_config_rejects_meaningless_thresholds(bad):
 
 
 def test_histogram_edges_are_the_divisions_the_stats_use():
-    # stats.py finds each bin with exact comparisons against j / 10.0: that must be wire's edge list.
+    # the sketch finds each bin with exact comparisons against j / 10.0: that must be wire's edge list.
     assert [(k - 20) / 10.0 for k in range(41)] == list(wire.LOG_RATIO_HIST_EDGES[1:-1])
 
 
 @pytest.mark.parametrize("layout", ["sorted", "grid", "masked"])  # the histogram comes from a sort or the grid
 @pytest.mark.parametrize("value", [-2.0, -1.9, -1.5, -0.1, 0.0, 0.1, 0.3, 1.9, 2.0])
 def test_values_on_histogram_edges_go_to_the_bin_they_open(value, layout, monkeypatch):
-    from sapo_monitor.client import stats
+    from sapo_monitor.client.stats import sketch
 
     if layout == "grid":
-        monkeypatch.setattr(stats, "_EXACT_QUANTILES_UP_TO", 0)
+        monkeypatch.setattr(sketch, "EXACT_QUANTILES_UP_TO", 0)
     lr = torch.tensor([[value, math.nextafter(value, -math.inf), math.nextafter(value, math.inf), 9.0, -9.0]],
                       dtype=torch.float64)
     acc = StepAccumulator(compact=layout != "masked")
