@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, bindparam, delete, func, select, text
+from sqlalchemy import BigInteger, bindparam, delete, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -76,21 +76,54 @@ def _insert(session: Session, table):  # type: ignore[no-untyped-def]
 
 
 def ensure_project(session: Session, name: str, *, cache: dict[str, int] | None = None) -> int:
-    """The id of project ``name``, created when missing (safe under concurrent callers)."""
+    """The id of project ``name``, created when missing (safe under concurrent callers).
+
+    ``cache`` only ever holds committed ids: an id read back from a committed row goes in at once, an
+    id this transaction inserted goes in after it commits. (Caching it before would hand a rolled-back
+    id, or one other requests cannot see yet, to every later write: a foreign-key violation each.)
+    A concurrent first insert of the same name waits on the unique index and then does nothing.
+    """
     if cache is not None and name in cache:
         return cache[name]
     pid = session.scalar(select(Project.id).where(Project.name == name))
+    inserted = False
     if pid is None:
-        session.execute(
+        pid = session.scalar(
             _insert(session, Project.__table__)
             .values(name=name, created_at=_time.time())
             .on_conflict_do_nothing(index_elements=["name"])
+            .returning(Project.__table__.c.id)
         )
-        pid = session.scalar(select(Project.id).where(Project.name == name))
+        inserted = pid is not None
+        if pid is None:  # another transaction inserted it and committed meanwhile
+            pid = session.scalar(select(Project.id).where(Project.name == name))
     assert pid is not None
     if cache is not None:
-        cache[name] = pid
-    return pid
+        if inserted or name in session.info.get(_PENDING, {}):
+            session.info.setdefault(_PENDING, {})[name] = pid
+            if not event.contains(session, "after_commit", _cache_committed):
+                event.listen(session, "after_commit", _cache_committed)
+                event.listen(session, "after_rollback", _forget_pending)
+            session.info[_CACHE] = cache
+        else:
+            cache[name] = pid
+    return int(pid)
+
+
+_PENDING = "sapo_pending_projects"
+_CACHE = "sapo_project_cache"
+
+
+def _cache_committed(session: Session) -> None:
+    """After a commit: the projects this session inserted are visible to everyone, so cache them."""
+    pending = session.info.pop(_PENDING, {})
+    cache = session.info.pop(_CACHE, None)
+    if cache is not None:
+        cache.update(pending)
+
+
+def _forget_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 # Plain SQL (the same on SQLite and PostgreSQL): built once, it runs on every ingest request.
