@@ -22,12 +22,13 @@ from sapo_monitor import __version__
 
 from .api import alerts, compare, health, ingest, rules, runs, webhooks
 from .api.deps import AuthDep, DbDep, SettingsDep
+from .api.health import RETRY_AFTER_S
 from .auth import TokenCache
 from .errors import ErrorOut, PayloadTooLarge, install_handlers
 from .metrics import ServiceMetrics, StoredStateCollector, exposition
 from .rules import hooks
 from .settings import Settings
-from .storage.db import Database
+from .storage.db import Database, db_timeouts
 from .storage.migrate import ensure_schema
 
 __all__ = ["app_from_env", "create_app"]
@@ -83,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.db, pool_size=settings.pool_size)
+        db = Database(settings.db, pool_size=settings.pool_size, timeouts=db_timeouts(settings))
         try:
             if settings.migrate_on_start:
                 await run_in_threadpool(ensure_schema, db.engine)
@@ -118,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.error("database error: %s", type(exc).__name__, exc_info=exc)
         return JSONResponse(
             {"detail": [{"loc": ["database"], "msg": "database error; retry later", "type": "db_error"}]},
+            headers={"Retry-After": RETRY_AFTER_S},
             status_code=503,
         )
 

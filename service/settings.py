@@ -69,6 +69,17 @@ class Settings(BaseSettings):
         128 * 1024 * 1024, ge=1024, description="Largest request body after gzip decompression."
     )
     pool_size: int = Field(8, ge=1, description="Database connection pool size (PostgreSQL).")
+    db_connect_timeout_s: float = Field(
+        3.0, gt=0, le=600, description="PostgreSQL: connecting (TCP and handshake) gives up after this long."
+    )
+    db_statement_timeout_s: float = Field(
+        15.0, gt=0, le=3600,
+        description="PostgreSQL: a statement (server statement_timeout) or a connection that stays silent "
+        "(cut by the client) fails after this long.",
+    )
+    db_pool_timeout_s: float = Field(
+        2.0, gt=0, le=600, description="Waiting for a free pooled database connection gives up after this long."
+    )
     migrate_on_start: bool = Field(
         True, description="Create the schema through the migrations when the database is empty."
     )

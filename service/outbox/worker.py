@@ -213,6 +213,7 @@ class DeliveryWorker:
 
     def start(self) -> None:
         self._stop.clear()
+        self.last_success = time.time()  # a grace of outbox_stall_s for the first round
         self._thread = threading.Thread(target=self._main, name="sapo-webhooks", daemon=True)
         self._thread.start()
 
