@@ -24,7 +24,8 @@ from .api import alerts, compare, health, ingest, rules, runs, webhooks
 from .api.deps import AuthDep, DbDep, SettingsDep
 from .api.health import RETRY_AFTER_S
 from .auth import TokenCache
-from .errors import ErrorOut, PayloadTooLarge, install_handlers
+from .body_limits import BodyLimits
+from .errors import ErrorOut, install_handlers
 from .metrics import ServiceMetrics, StoredStateCollector, exposition
 from .rules import hooks
 from .settings import Settings
@@ -39,12 +40,11 @@ INGEST_ROUTE = API_PREFIX + "/runs/{run_id}/steps"
 
 
 class _Observe:
-    """ASGI middleware: request counters and latency by route template; the body-size limit."""
+    """ASGI middleware: request counters and latency by route template."""
 
-    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,21 +58,20 @@ class _Observe:
                 status["code"] = message["status"]
             await send(message)
 
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_body:
-            exc = PayloadTooLarge(f"body of {int(length)} bytes is larger than the limit of {self.max_body} bytes",
-                                  ["body"])
-            await JSONResponse(exc.body(), status_code=413)(scope, receive, send_wrapper)
-        else:
+        try:
             await self.app(scope, receive, send_wrapper)
+        finally:  # an exception becomes a 500 outside this middleware: count it as one
+            self._count(scope, status["code"], time.perf_counter() - start)
+
+    def _count(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         if scope.get("path", "").startswith(API_PREFIX + "/") and not template.startswith(API_PREFIX):
             template = API_PREFIX + template  # routes of included routers carry their own path only
         method = scope.get("method", "")
-        code = str(status["code"])
+        code = str(status)
         self.metrics.http_requests.labels(method, template, code).inc()
-        self.metrics.http_duration.labels(method, template).observe(time.perf_counter() - start)
+        self.metrics.http_duration.labels(method, template).observe(seconds)
         if template == INGEST_ROUTE:
             self.metrics.ingest_requests.labels(code).inc()
 
@@ -142,7 +141,8 @@ def create_app(settings: Settings) -> FastAPI:
         body = await run_in_threadpool(exposition, service_metrics, collector)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.add_middleware(_Observe, metrics=service_metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_body=settings.max_body_bytes, max_decoded=settings.max_decoded_bytes)
+    app.add_middleware(_Observe, metrics=service_metrics)  # outermost: it counts the limits' 413s too
     return app
 
 
