@@ -27,6 +27,7 @@ from .auth import TokenCache
 from .body_limits import BodyLimits
 from .errors import ErrorOut, install_handlers
 from .metrics import ServiceMetrics, StoredStateCollector, exposition
+from .outbox.health import worker_source
 from .rules import hooks
 from .settings import Settings
 from .storage.db import Database, db_timeouts
@@ -129,6 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
 
+    delivery_worker_metrics = worker_source(lambda: getattr(app.state, "delivery_worker", None))
+
     @app.get("/metrics", response_class=Response, tags=["health"], summary="Prometheus metrics",
              responses={200: {"content": {"text/plain": {}}}, 401: {"model": ErrorOut},
                         403: {"model": ErrorOut}})
@@ -137,7 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth on, a ``read`` or ``admin`` token sees its own project's runs."""
         principal.require("read", None)
         collector = StoredStateCollector(db, window=cfg.active_window.total_seconds(), project=principal.project,
-                                         sources=[hooks.metric_families])
+                                         sources=[hooks.metric_families, delivery_worker_metrics])
         body = await run_in_threadpool(exposition, service_metrics, collector)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
