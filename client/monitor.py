@@ -23,10 +23,17 @@ from typing import TYPE_CHECKING, Any
 from sapo_monitor.client import wire
 from sapo_monitor.client._deferred import DeferredSteps, record_from_stats
 from sapo_monitor.client._delivery import Delivery
+from sapo_monitor.client._distributed import (
+    DEFAULT_RANK_TIMEOUT,
+    RankReducer,
+    StoreExchange,
+    data_parallel_group,
+)
 from sapo_monitor.client._spool import Spool
 from sapo_monitor.client.errors import ConfigError, InputError
 from sapo_monitor.client.settings import ClientSettings
 from sapo_monitor.client.stats import StatsConfig, StepAccumulator, check_inputs
+from sapo_monitor.client.stats.summary import StepSummary
 
 if TYPE_CHECKING:
     import torch
@@ -41,19 +48,26 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 class Monitor:
     """One run's statistics and delivery. Build it with :func:`init` (or ``attach``)."""
 
-    def __init__(self, *, run_id: str, spec: wire.RunSpec, delivery: Delivery,
+    def __init__(self, *, run_id: str, spec: wire.RunSpec, delivery: Delivery | None,
                  stats_config: StatsConfig = StatsConfig(), strict: bool = False, stats_batch: int = 1,
-                 stats_batch_wait: float = 1.0) -> None:
+                 stats_batch_wait: float = 1.0, exchange: StoreExchange | None = None,
+                 rank_timeout: float = DEFAULT_RANK_TIMEOUT) -> None:
         self.run_id = run_id
         self.spec = spec
         self.stats_config = stats_config
         self.strict = strict
         self.stats_batch = stats_batch
-        self._delivery = delivery
+        self._delivery = delivery  # None on data-parallel ranks other than 0: they never deliver
+        # Data-parallel runs: each step's summary goes to the reducer; rank 0's merges every rank's.
+        self._reducer = RankReducer(exchange, emit=self._submit, warn=self._warn_once, timeout=rank_timeout) \
+            if exchange is not None and exchange.rank >= 0 else None
+        # A process outside the data-parallel group (a model-parallel peer holding the same tokens): no-op.
+        self._silent = delivery is None and self._reducer is None
         self._acc = StepAccumulator(stats_config)
         # stats_batch > 1: small steps keep copies of their tensors and are computed stats_batch at a time.
         self._deferred = DeferredSteps(stats_config, max_steps=stats_batch, max_wait=stats_batch_wait,
-                                       emit=self._submit, warn=self._warn_once) if stats_batch > 1 else None
+                                       emit=self._submit, warn=self._warn_once) \
+            if stats_batch > 1 and exchange is None else None  # data-parallel: one summary per step
         self._micro: list[dict[str, torch.Tensor]] = []  # deferred mode: this step's micro-batches (copies)
         self._last_step: int | None = None
         self._warned: set[str] = set()
@@ -61,8 +75,14 @@ class Monitor:
         atexit.register(self._at_exit)
 
     @property
-    def spool_dir(self) -> Path:
-        return self._delivery.spool.dir
+    def spool_dir(self) -> Path | None:
+        """The run's spool; None on data-parallel ranks other than 0 (they keep none)."""
+        return self._delivery.spool.dir if self._delivery is not None else None
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in the data-parallel group (0 without one); only rank 0 delivers."""
+        return self._reducer.rank if self._reducer is not None else 0
 
     @property
     def last_step(self) -> int | None:
@@ -77,6 +97,8 @@ class Monitor:
         **optional_tensors: torch.Tensor | None,
     ) -> None:
         """Fold one micro-batch into the current step (tensors: see ``stats.compute_step_stats``)."""
+        if self._silent:
+            return
         try:
             present = {k: v for k, v in optional_tensors.items() if v is not None}
             if self._deferred is None:
@@ -124,6 +146,10 @@ class Monitor:
                 values[name] = float(value)
             except (TypeError, ValueError) as exc:
                 self._warn_once(f"metric-{name}", f"sapo-monitor: metric {name!r} dropped: {exc}")
+        if self._reducer is not None or self._silent:
+            if self._reducer is not None:
+                self._reduce_step(int(step), when, values)
+            return None
         micro: list[dict[str, torch.Tensor]] = []
         if self._deferred is not None:
             micro, self._micro = self._micro, []
@@ -149,7 +175,24 @@ class Monitor:
         self._submit(record)
         return record
 
+    def _reduce_step(self, step: int, when: float, values: dict[str, float]) -> None:
+        """Data-parallel: this rank's summary to the reducer; an empty one if it has none or failed, so
+        rank 0 is not left waiting for it."""
+        assert self._reducer is not None
+        summary = StepSummary()
+        try:
+            if not self._acc.empty:
+                summary = self._acc.summaries()[0]
+        except Exception as exc:
+            self._warn_once(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of step {step} of run "
+                                                           f"{self.run_id} failed: {exc}")
+        finally:
+            self._acc.reset()
+        self._reducer.submit(step, when, summary, values)
+
     def _submit(self, record: wire.StepRecord) -> None:
+        if self._delivery is None:
+            return
         try:
             self._delivery.submit(record)
         except Exception as exc:  # submit does not raise; belt and braces for training's sake
@@ -158,7 +201,9 @@ class Monitor:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every step so far is delivered (or, offline, in the spool). True when done."""
         self._compute_waiting()
-        return self._delivery.flush(timeout)
+        if self._reducer is not None and not self._reducer.flush(timeout):
+            return False
+        return self._delivery.flush(timeout) if self._delivery is not None else True
 
     def _compute_waiting(self) -> None:
         if self._deferred is not None:
@@ -174,6 +219,10 @@ class Monitor:
         self._closed = True
         atexit.unregister(self._at_exit)
         self._compute_waiting()
+        if self._reducer is not None:
+            self._reducer.close(timeout)
+        if self._delivery is None:
+            return
         try:
             self._delivery.close(timeout, status=status)
         except Exception as exc:
@@ -214,6 +263,8 @@ def init(
     default_stats_batch: int = 1,
     transport: Transport | None = None,
     settings: ClientSettings | None = None,
+    process_group: Any = None,
+    rank_timeout: float = DEFAULT_RANK_TIMEOUT,
 ) -> Monitor:
     """Start monitoring a run.
 
@@ -232,6 +283,10 @@ def init(
         default_stats_batch: ``stats_batch`` when neither the argument nor the settings give one (adapters
             set it for trainers whose steps are small).
         transport: replaces the HTTP transport (tests); settings: replaces the environment.
+        process_group: the data-parallel ``torch.distributed`` group (default: the default group when
+            initialised). Call ``init`` on every rank: rank 0's records cover every rank's tokens; the
+            other ranks never touch the network or a spool (see ``_distributed.py``).
+        rank_timeout: seconds rank 0 waits for a peer's step before recording the step without it.
 
     Raises:
         ConfigError: a bad run id or server URL.
@@ -251,6 +306,8 @@ def init(
             settings = ClientSettings.model_validate({**settings.model_dump(), **overrides})
         except Exception as exc:
             raise ConfigError(str(exc)) from exc
+    group = data_parallel_group(process_group)
+    exchange = StoreExchange(group) if group is not None else None
     run_id = run or _new_run_id(algo)
     if not RUN_ID_RE.match(run_id):
         raise ConfigError(f"run id {run_id!r} must match [A-Za-z0-9_.-]{{1,128}}")
@@ -262,6 +319,12 @@ def init(
         tags={str(k): str(v) for k, v in (tags or {}).items()},
         status="running",
     )
+    batch = next(b for b in (stats_batch, settings.stats_batch, default_stats_batch) if b is not None)
+    if batch < 1:
+        raise ConfigError(f"stats_batch must be >= 1, got {batch}")
+    if exchange is not None and exchange.rank != 0:  # a peer (statistics sent to rank 0), or outside the group
+        return Monitor(run_id=run_id, spec=spec, delivery=None, stats_config=stats_config or StatsConfig(),
+                       strict=strict, exchange=exchange, rank_timeout=rank_timeout)
     if transport is None and settings.server is not None:
         from sapo_monitor.client._transport import HttpTransport
 
@@ -271,11 +334,9 @@ def init(
     delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings)
     if transport is None:
         log.info("sapo-monitor: no server set; run %s is recorded offline in %s", run_id, spool.dir)
-    batch = next(b for b in (stats_batch, settings.stats_batch, default_stats_batch) if b is not None)
-    if batch < 1:
-        raise ConfigError(f"stats_batch must be >= 1, got {batch}")
     return Monitor(run_id=run_id, spec=spec, delivery=delivery, stats_config=stats_config or StatsConfig(),
-                   strict=strict, stats_batch=batch, stats_batch_wait=settings.flush_interval)
+                   strict=strict, stats_batch=batch, stats_batch_wait=settings.flush_interval, exchange=exchange,
+                   rank_timeout=rank_timeout)
 
 
 def _settings_from_env() -> ClientSettings:

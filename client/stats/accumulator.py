@@ -11,6 +11,7 @@ from sapo_monitor.client.stats.checks import check_inputs, check_optional_names
 from sapo_monitor.client.stats.config import CPU_BLOCK_POSITIONS, QUANTILES, ZERO_SIGNAL_ABS, StatsConfig
 from sapo_monitor.client.stats.features import GROUPS, TOK, on_device, per_step, sign_groups, token_features
 from sapo_monitor.client.stats.sketch import QuantileSketch
+from sapo_monitor.client.stats.summary import StepSummary
 
 if TYPE_CHECKING:
     import torch
@@ -299,32 +300,11 @@ class StepAccumulator:
 
     def results(self) -> list[dict[str, float | list[int]]]:
         """Each step's statistics (``add_steps``: K records, in order), in one device-to-host transfer."""
-        import torch
-
         if self.empty or self._pivots is None:
             return []
-        steps = self.steps
         lr_range, est, frac, outside, hist = self._sketch.result(self._sums["tok"][:, 0, :1])
-        parts: list[tuple[str, torch.Tensor]] = [
-            ("pivots", self._pivots),
-            ("lr_range", lr_range),
-            *((f"sum.{k}", v) for k, v in self._sums.items()),
-            *((f"max.{k}", v) for k, v in self._maxes.items()),
-            ("hist", hist),
-            ("est", est),
-            ("frac", frac),
-            ("outside", outside),
-        ]
-        # cat promotes the counts (int64) to float64 exactly: the one transfer of the batch.
-        host_rows = torch.cat([v.reshape(steps, -1) for _, v in parts], 1).tolist()
-        widths = [v.numel() // steps for _, v in parts]
         records = []
-        for row in host_rows:
-            host: dict[str, list[float]] = {}
-            at = 0
-            for (name, _), width in zip(parts, widths, strict=True):
-                host[name] = row[at : at + width]
-                at += width
+        for host in self._host_rows(lr_range=lr_range, hist=hist, est=est, frac=frac, outside=outside):
             h = named_sums(host)
             nq = len(QUANTILES)
             est_h, frac_h = host["est"], host["frac"]
@@ -340,3 +320,37 @@ class StepAccumulator:
             records.append(out)
         return records
 
+    def summaries(self) -> list[StepSummary]:
+        """Each step's mergeable summary (``summary.merge`` combines data-parallel ranks'; its ``stats()``
+        equals ``results()`` for one rank, quantiles within the grid bound where the sketch is a grid)."""
+        if self.empty or self._pivots is None:
+            return []
+        n = self._sums["tok"][:, 0, :1]
+        hist = self._sketch.result(n)[4]  # bins a large compact step into the grid: parts() sends cells
+        sketches = self._sketch.parts(n)
+        return [StepSummary(host, sketch) for host, sketch in zip(self._host_rows(hist=hist), sketches, strict=True)]
+
+    def _host_rows(self, **extra: torch.Tensor) -> list[dict[str, list[float]]]:
+        """Per step, the host copy of the sums, maxima and ``extra`` parts: one device-to-host transfer."""
+        import torch
+
+        assert self._pivots is not None
+        steps = self.steps
+        parts: list[tuple[str, torch.Tensor]] = [
+            ("pivots", self._pivots),
+            *((f"sum.{k}", v) for k, v in self._sums.items()),
+            *((f"max.{k}", v) for k, v in self._maxes.items()),
+            *extra.items(),
+        ]
+        # cat promotes the counts (int64) to float64 exactly: the one transfer of the batch.
+        host_rows = torch.cat([v.reshape(steps, -1) for _, v in parts], 1).tolist()
+        widths = [v.numel() // steps for _, v in parts]
+        rows = []
+        for row in host_rows:
+            host: dict[str, list[float]] = {}
+            at = 0
+            for (name, _), width in zip(parts, widths, strict=True):
+                host[name] = row[at : at + width]
+                at += width
+            rows.append(host)
+        return rows

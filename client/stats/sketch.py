@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sapo_monitor.client.errors import InputError
 from sapo_monitor.client.stats.config import CPU_BLOCK_POSITIONS, QUANTILES
+from sapo_monitor.client.stats.summary import OUTER_KEPT, SketchPart
 from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_EDGES
 
 if TYPE_CHECKING:
@@ -121,6 +122,25 @@ class QuantileSketch:
         lr_range = torch.stack([lo.amin(), hi.amax()])
         return (lr_range.unsqueeze(0), est.unsqueeze(0), frac.unsqueeze(0), outside.unsqueeze(0).to(f64),
                 self._grid_histogram())
+
+    def parts(self, n: torch.Tensor) -> list[SketchPart]:
+        """Per step (``n`` [K, 1]: its kept tokens), the mergeable host copy: the sorted log-ratios when
+        they were kept for sorting, else the grid's non-empty cells and the most extreme outer values.
+        After :meth:`result` (which bins a large compact step into the grid)."""
+        import torch
+
+        f64 = torch.float64
+        values = self._kept_lr[0] if len(self._kept_lr) == 1 else torch.cat(self._kept_lr, 1)
+        if self._grid is None:
+            ordered = values.sort(1).values  # excluded (+inf) last
+            return [SketchPart(values=ordered[k, :c].tolist()) for k, c in enumerate(n.reshape(-1).long().tolist())]
+        counts, lo, hi, _ = (t[:-1] for t in self._grid)
+        idx = counts.nonzero().reshape(-1)
+        cells = torch.stack([idx.to(f64), counts[idx].to(f64), lo[idx], hi[idx]]).tolist()
+        kept = values.reshape(-1)
+        low = kept[kept < -GRID_HALF].sort().values[:OUTER_KEPT]
+        high = kept[(kept >= GRID_HALF) & (kept < math.inf)].sort().values[-OUTER_KEPT:]
+        return [SketchPart(None, *cells, low.tolist(), high.tolist())]
 
     @staticmethod
     def _sorted_quantiles(values: torch.Tensor, n: torch.Tensor) -> SketchResult:

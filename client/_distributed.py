@@ -1,0 +1,195 @@
+"""Data-parallel runs: every rank's tokens in rank 0's one record per optimizer step.
+
+Each rank turns its step into a :class:`~sapo_monitor.client.stats.summary.StepSummary` (a few KB) and,
+on ranks other than 0, writes it to the job's c10d key-value store (the rendezvous store every
+``torch.distributed`` job already has; keys under a prefix naming the group's ranks). Rank 0 reads its
+peers' summaries on a background thread, merges them, builds the record and hands it to delivery, so
+neither the training thread nor any NCCL stream ever waits on the monitor: a collective would make every
+rank wait for the slowest one, and gloo's only timeout is the group's. A peer that has not written
+within ``timeout`` seconds of rank 0's own summary is left out of that step (``ranks_reporting`` <
+``ranks_total`` in the record, a warning logged once) and, until it writes again, is not waited for.
+
+Only rank 0 delivers: the other ranks never open a connection or a spool. The data-parallel group is the
+caller's (``init(process_group=G)``): under tensor / pipeline / sequence parallelism pass a group with
+one rank per data-parallel replica (e.g. the ranks with tensor-parallel rank 0 on the last pipeline
+stage); ranks outside the group record nothing, so tokens held by several model-parallel ranks are
+counted once. Without a group, an initialised default group is used (logged once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sapo_monitor.client import wire
+from sapo_monitor.client._deferred import record_from_stats
+from sapo_monitor.client.stats.summary import StepSummary, merge
+
+__all__ = ["DEFAULT_RANK_TIMEOUT", "RankReducer", "StoreExchange", "data_parallel_group"]
+
+log = logging.getLogger("sapo_monitor.client")
+DEFAULT_RANK_TIMEOUT = 5.0  # seconds rank 0 waits for a peer's step summary
+
+
+def data_parallel_group(process_group: Any) -> Any:
+    """The group to reduce over: ``process_group``, else the default group when ``torch.distributed`` is
+    initialised with more than one rank, else None (a single process: no reduction)."""
+    if process_group is not None:
+        return process_group
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return None
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    log.info("sapo-monitor: torch.distributed is initialised and no process_group was given: reducing over "
+             "the default group (%d ranks); pass init(process_group=...) with the data-parallel group under "
+             "model parallelism", dist.get_world_size())
+    return dist.group.WORLD
+
+
+class StoreExchange:
+    """Step summaries through the c10d store: ``send`` on ranks > 0, ``receive`` on rank 0."""
+
+    def __init__(self, group: Any, store: Any = None) -> None:
+        import torch.distributed as dist
+
+        self.rank = dist.get_rank(group)  # -1: this process is not in the group
+        self.size = dist.get_world_size(group)
+        ranks = dist.get_process_group_ranks(group)
+        # The rendezvous store: public API has none for a group, the default one serves every group.
+        base = store if store is not None else dist.distributed_c10d._get_default_store()
+        self._store = dist.PrefixStore(f"sapo_monitor/{'-'.join(map(str, ranks))}/", base)
+
+    def send(self, seq: int, data: bytes) -> None:
+        self._store.set(f"{seq}/{self.rank}", data)
+
+    def receive(self, seq: int, peer: int, timeout: float) -> bytes | None:
+        """The peer's summary of step ``seq`` (deleted from the store), or None after ``timeout`` seconds."""
+        key = f"{seq}/{peer}"
+        try:
+            if timeout <= 0:
+                if not self._store.check([key]):
+                    return None
+            else:
+                self._store.wait([key], timedelta(seconds=timeout))
+            data = self._store.get(key)
+        except Exception:  # the store's timeout (DistStoreError) or a store that went away
+            return None
+        self.discard(seq, peer)
+        return bytes(data)
+
+    def discard(self, seq: int, peer: int) -> None:
+        with contextlib.suppress(Exception):  # the store went away: nothing left to clean
+            self._store.delete_key(f"{seq}/{peer}")
+
+
+@dataclass
+class _Step:
+    seq: int
+    step: int
+    time: float
+    summary: StepSummary
+    values: dict[str, float]
+    arrived: float  # monotonic time rank 0 had its own summary
+
+
+class RankReducer:
+    """Per optimizer step: ranks > 0 send their summary; rank 0 merges all and emits the one record."""
+
+    def __init__(self, exchange: StoreExchange, *, emit: Callable[[wire.StepRecord], None],
+                 warn: Callable[[str, str], None], timeout: float = DEFAULT_RANK_TIMEOUT) -> None:
+        self.exchange = exchange
+        self.rank, self.size = exchange.rank, exchange.size
+        self.timeout = timeout
+        self._emit = emit
+        self._warn = warn
+        self._seq = 0
+        self._missing: dict[int, list[int]] = {}  # peer -> the steps (seq) it did not send in time
+        self.reduce_seconds = 0.0  # rank 0: time spent receiving and merging (for the bench)
+        self.bytes_received = 0
+        self.send_seconds = 0.0  # ranks > 0: time spent encoding and writing summaries
+        self._queue: queue.Queue[_Step | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        if self.rank == 0:
+            self._thread = threading.Thread(target=self._run, name="sapo-monitor-reduce", daemon=True)
+            self._thread.start()
+
+    def submit(self, step: int, when: float, summary: StepSummary, values: dict[str, float]) -> None:
+        """This rank's summary of the step (empty when it has nothing or its statistics failed)."""
+        seq, self._seq = self._seq, self._seq + 1
+        if self.rank != 0:
+            t0 = time.perf_counter()
+            try:
+                self.exchange.send(seq, summary.encode())
+                self.send_seconds += time.perf_counter() - t0
+            except Exception as exc:
+                self._warn("rank-send", f"sapo-monitor: rank {self.rank} could not send step {step}: {exc}")
+            return
+        self._queue.put(_Step(seq, step, when, summary, values, time.monotonic()))
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                self._reduce(job)
+            except Exception as exc:  # never let the collector die: the next steps still get records
+                self._warn(f"reduce-{type(exc).__name__}", f"sapo-monitor: reducing a step failed: {exc}")
+            finally:
+                self._queue.task_done()
+
+    def _reduce(self, job: _Step) -> None:
+        summaries = [job.summary]
+        started = time.perf_counter()
+        waited = 0.0
+        for peer in range(1, self.size):
+            missed = self._missing.get(peer)
+            wait = 0.0 if missed is not None else job.arrived + self.timeout - time.monotonic()
+            t0 = time.perf_counter()
+            data = self.exchange.receive(job.seq, peer, wait)
+            waited += time.perf_counter() - t0
+            if data is None:
+                if missed is None:
+                    self._warn(f"rank-{peer}", f"sapo-monitor: rank {peer} sent no summary of step {job.step} within "
+                                               f"{self.timeout:g}s; records leave it out (ranks_reporting) until it does")
+                    missed = self._missing.setdefault(peer, [])
+                missed.append(job.seq)
+                continue
+            if missed is not None:  # back: forget the summaries it may still write for the steps it missed
+                for seq in self._missing.pop(peer):
+                    self.exchange.discard(seq, peer)
+            self.bytes_received += len(data)
+            summaries.append(StepSummary.decode(data))
+        present = [s for s in summaries if not s.empty]
+        record = record_from_stats(job.step, job.time, merge(present).stats(), job.values)
+        record.metrics["ranks_reporting"] = float(len(present))
+        record.metrics["ranks_total"] = float(self.size)
+        # Time spent merging, not waiting for peers that are still computing their step.
+        self.reduce_seconds += time.perf_counter() - started - waited
+        self._emit(record)
+
+    def flush(self, timeout: float) -> bool:
+        """Rank 0: wait until every submitted step is reduced and emitted. True when done."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._thread is None:
+            return
+        self.flush(self.timeout * self.size + 5.0 if timeout is None else timeout)
+        self._queue.put(None)
+        self._thread.join(timeout=1.0)
+        self._thread = None
