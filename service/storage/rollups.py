@@ -29,6 +29,7 @@ from .models import CATALOGUE_COLUMNS, ROLLUP_BLOCK, ROLLUP_STATS, StepRollup, h
 from .rows import CATALOGUE_NAMES, decode_histograms, decode_row, json_float, step_columns
 
 __all__ = [
+    "HIST_SATURATED",
     "ROLLUP_COLUMN_NAMES",
     "BlockStats",
     "Stats",
@@ -49,6 +50,9 @@ ROLLUP_COLUMN_NAMES: tuple[str, ...] = (
 _KEY = ("run_pk", "block")
 _WIRE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _ZERO_HIST = (0,) * LOG_RATIO_HIST_BINS
+# A block's summed histogram count saturates here (each count may be up to 2**63-1, so 64 of them can
+# pass a BIGINT); readers that meet it sum the block's steps instead, so answers stay exact.
+HIST_SATURATED = 2**63 - 1
 
 # [min, min_step, max, max_step, nan_step]; None where the block has no such value.
 Stats = list
@@ -144,7 +148,7 @@ def block_stats(records: Sequence[StepLike], rows: Sequence[tuple] | None = None
             if st is not None:
                 stats[name] = st
         hists = [r.histograms[LOG_RATIO_HIST_NAME] for r in grp if LOG_RATIO_HIST_NAME in r.histograms]
-        hist = [sum(c) for c in zip(*hists, strict=True)] if hists else None
+        hist = [min(sum(c), HIST_SATURATED) for c in zip(*hists, strict=True)] if hists else None
         out[block] = BlockStats(len(grp), stats, hist, len(hists))
     return out
 
@@ -191,8 +195,9 @@ def _merge_updates() -> dict[str, str]:
         "hist_steps": f"{t}.hist_steps + excluded.hist_steps",
         "extra": f"COALESCE(excluded.extra, {t}.extra)",
     }
-    for h in _HIST_COLS:
-        sets[h] = f"{t}.{h} + excluded.{h}"
+    for h in _HIST_COLS:  # saturating: a sum past int64 is an error on PostgreSQL and a float on SQLite
+        sets[h] = (f"CASE WHEN excluded.{h} > {HIST_SATURATED} - {t}.{h} THEN {HIST_SATURATED} "
+                   f"ELSE {t}.{h} + excluded.{h} END")
     for name in CATALOGUE_NAMES:
         c = {stat: rollup_column(name, stat) for stat, _ in ROLLUP_STATS}
         new_min = (

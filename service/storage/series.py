@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from .models import (
@@ -28,7 +28,7 @@ from .models import (
     hist_column,
     rollup_column,
 )
-from .rollups import Stats, merge_stats
+from .rollups import HIST_SATURATED, Stats, merge_stats
 
 __all__ = [
     "RAW_LIMIT",
@@ -239,12 +239,18 @@ def mean(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, nan_fr
         return math.nan
     t = Step.__table__
     col = t.c[CATALOGUE_COLUMNS[metric]]
-    avg, n = session.execute(
-        select(func.avg(col), func.count(col)).where(t.c.run_pk == run_pk, t.c.step >= lo, t.c.step <= hi)
-    ).one()
+    where = (t.c.run_pk == run_pk, t.c.step >= lo, t.c.step <= hi)
+    vmin, vmax, n = session.execute(select(func.min(col), func.max(col), func.count(col)).where(*where)).one()
     if not n:
         return None
-    return math.nan if avg is None else float(avg)  # NULL from +inf + -inf on SQLite
+    if vmax == math.inf or vmin == -math.inf:  # no finite value outweighs an infinity
+        return math.nan if vmax == math.inf and vmin == -math.inf else (math.inf if vmax == math.inf else -math.inf)
+    # Not SQL AVG: PostgreSQL's float AVG also sums the squares, which overflows (an error) from
+    # about 1e154 on. The values are scaled by a power of two (exact) so that their sum stays finite.
+    top = max(abs(vmin), abs(vmax))
+    shift = max(0, (math.frexp(top)[1] if top else 0) + int(n).bit_length() - 1000)
+    total = session.scalar(select(func.sum(col * math.ldexp(1.0, -shift))).where(*where))
+    return math.ldexp(float(total) / n, shift)
 
 
 def _present(metric: str):  # type: ignore[no-untyped-def]
@@ -307,22 +313,29 @@ def may_have_nan(session: Session, *, run_pk: int, metrics: Iterable[str], lo: i
     return session.execute(q).first() is not None
 
 
+_32, _LOW32 = literal_column("32"), literal_column("4294967295")  # literals: PostgreSQL has no bigint >> bigint
+
+
 def histogram_sum(session: Session, *, run_pk: int, lo: int, hi: int) -> tuple[list[int], int]:
-    """The log-ratio histogram summed over ``[lo, hi]``, and how many steps carried one."""
+    """The log-ratio histogram summed over ``[lo, hi]`` (exact, any size), and how many steps carried one."""
     total = [0] * LOG_RATIO_HIST_BINS
     n = 0
     first, last = _full_blocks(lo, hi)
     edges = [(lo, hi)]
     if first <= last:
-        edges = [(lo, first * _B - 1), ((last + 1) * _B, hi)]
         t = StepRollup.__table__
+        cols = [t.c[hist_column(i)] for i in range(LOG_RATIO_HIST_BINS)]
+        # Summed as high and low 32-bit halves: SQLite's SUM fails past int64, and each half cannot.
         row = session.execute(
-            select(func.sum(t.c.hist_steps), *(func.sum(t.c[hist_column(i)]) for i in range(LOG_RATIO_HIST_BINS)))
+            select(func.sum(t.c.hist_steps), *(func.max(c) for c in cols),
+                   *(func.sum(c.op(">>")(_32)) for c in cols), *(func.sum(c.op("&")(_LOW32)) for c in cols))
             .where(t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last)
         ).one()
-        if row[0] is not None:
+        k = LOG_RATIO_HIST_BINS
+        if row[0] is not None and max(int(v) for v in row[1:1 + k]) < HIST_SATURATED:
+            edges = [(lo, first * _B - 1), ((last + 1) * _B, hi)]
             n = int(row[0])
-            total = [int(v) for v in row[1:]]
+            total = [(int(h) << 32) + int(lw) for h, lw in zip(row[1 + k:1 + 2 * k], row[1 + 2 * k:], strict=True)]
     s = Step.__table__
     for a, b in edges:
         if a > b:
