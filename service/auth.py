@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import Forbidden, Unauthorized
+from .errors import Forbidden, NotFound, Unauthorized
 from .storage.db import Database
 from .storage.tokens import lookup_token
 
@@ -31,11 +31,26 @@ class Principal:
         return self.role == "admin" or self.role == role
 
     def require(self, role: str, project: str | None) -> None:
-        """Raise 403 unless this caller has ``role`` (or admin) in ``project`` (None: any project)."""
+        """Raise 403 unless this caller has ``role`` (or admin) in ``project`` (None: any project).
+
+        For a project the caller named itself (a query or body field); a stored resource's project
+        goes through :meth:`require_visible`, so that nothing about other projects leaks.
+        """
         if not self.allows(role):
             raise Forbidden(f"this token has role {self.role!r}; {role!r} or 'admin' is needed", ["header", "authorization"])
-        if self.project is not None and project is not None and project != self.project:
-            raise Forbidden(f"this token is for project {self.project!r}, not {project!r}", ["header", "authorization"])
+        if not self.sees(project):
+            raise Forbidden(f"this token is for project {self.project!r} only", ["header", "authorization"])
+
+    def sees(self, project: str | None) -> bool:
+        """Whether this caller may know of things in ``project`` (None: service-wide things, seen by all)."""
+        return self.project is None or project is None or project == self.project
+
+    def require_visible(self, role: str, project: str | None, hidden: NotFound) -> None:
+        """As :meth:`require` for a stored resource of ``project``, except that a resource in a project
+        this caller may not see is answered with ``hidden``: the same 404 as one that does not exist."""
+        if not self.sees(project):
+            raise hidden
+        self.require(role, project)
 
 
 ANONYMOUS = Principal(project=None, role="admin")

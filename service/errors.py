@@ -6,8 +6,8 @@
     ├── BadRequest (422)          input is well-formed HTTP but invalid; ``loc`` names the field
     ├── PayloadTooLarge (413)     a body or a batch above a limit; the message names the limit
     ├── Unauthorized (401)        no token, or a token we do not know
-    ├── Forbidden (403)           a known token without the project or the role
-    ├── NotFound (404)            an unknown run (the message names it)
+    ├── Forbidden (403)           a known token without the role, or naming a project not its own
+    ├── NotFound (404)            an unknown run or rule, or one in a project the token may not see
     └── NotReady (503)            the database is unreachable or its schema is not current
 
 Bodies follow FastAPI's validation shape, ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``,

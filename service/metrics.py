@@ -13,6 +13,9 @@ cardinality). Names:
   ``sapo_http_requests_total{method,route,code}``, ``sapo_http_request_duration_seconds{method,route}``,
   ``sapo_db_errors_total``: this process's own counters.
 
+A project-scoped token sees its own project's runs and alerts, and the webhook counts
+(``sapo_webhook_deliveries_total``, ``sapo_webhook_outbox_pending``) of its project's webhooks only.
+
 Other modules add families through :attr:`StoredStateCollector.sources` (the rules hook's
 ``metric_families`` is one): each is called as ``source(session, now=, window=, project=)``.
 """
@@ -24,11 +27,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from sapo_monitor.client.wire import CATALOGUE, LOG_RATIO_HIST_EDGES
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .storage.alert_models import Webhook, WebhookDelivery, WebhookOutbox
 from .storage.db import Database
 from .storage.models import Project, Run
 from .storage.rows import decode_histograms, decode_row, step_columns
@@ -130,7 +134,32 @@ class StoredStateCollector:
             families = list(_run_families(session, now=now, window=self.window, project=self.project))
             for source in self.sources:
                 families.extend(source(session, now=now, window=self.window, project=self.project))
+            if self.project is not None:  # a project's token learns nothing of other projects' webhooks
+                families = [f for f in families if f.name not in _WEBHOOK_FAMILIES]
+                families.extend(_project_webhook_families(session, self.project))
         return families
+
+
+# Families some sources count over every webhook; a project-scoped caller gets its project's counts.
+_WEBHOOK_FAMILIES = frozenset({"sapo_webhook_deliveries", "sapo_webhook_outbox_pending"})
+
+
+def _project_webhook_families(session: Session, project: str) -> list[Metric]:
+    """Delivery attempts by outcome and pending deliveries of ``project``'s own webhooks."""
+    w, d, o = Webhook.__table__, WebhookDelivery.__table__, WebhookOutbox.__table__
+    mine = select(w.c.id).where(w.c.project == project)
+    counts = dict(session.execute(
+        select(d.c.outcome, func.count()).where(d.c.webhook_id.in_(mine)).group_by(d.c.outcome)).all())
+    pending = session.scalar(select(func.count()).select_from(o).where(o.c.status == "pending",
+                                                                         o.c.webhook_id.in_(mine)))
+    deliveries = CounterMetricFamily("sapo_webhook_deliveries",
+                                     "Webhook delivery attempts by outcome (delivered, retry, failed).",
+                                     labels=["outcome"])
+    for outcome in ("delivered", "retry", "failed"):
+        deliveries.add_metric([outcome], float(counts.get(outcome, 0)))
+    waiting = GaugeMetricFamily("sapo_webhook_outbox_pending", "Webhook deliveries waiting in the outbox.")
+    waiting.add_metric([], float(pending or 0))
+    return [deliveries, waiting]
 
 
 def exposition(service: ServiceMetrics, collector: StoredStateCollector) -> bytes:

@@ -83,9 +83,10 @@ def run_alerts_route(
     principal.require("read", None)
     with db.read() as session:
         info = get_run(session, run_id=run_id)
+        hidden = NotFound(f"run {run_id!r} not found", ["path", "run_id"])
         if info is None:
-            raise NotFound(f"run {run_id!r} not found", ["path", "run_id"])
-        principal.require("read", info.project)
+            raise hidden
+        principal.require_visible("read", info.project, hidden)
         alerts = list_alerts(session, run_id=run_id, limit=10_000)
         transitions = run_transitions(session, run_pk=info.pk, limit=100_000)
     return RunAlertsOut(

@@ -56,12 +56,11 @@ async def compare_route(
 def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: list[str], from_step: int | None,
              to_step: int | None, max_points: int) -> dict:
     with db.read() as session:
-        infos = get_runs(session, run_ids=run_ids)
+        # A run of a project the token may not see is as unknown as one that does not exist.
+        infos = {r: i for r, i in get_runs(session, run_ids=run_ids).items() if principal.sees(i.project)}
         missing = [r for r in run_ids if r not in infos]
         if missing:
             raise NotFound(f"unknown runs: {', '.join(missing)}", ["query", "run"])
-        for info in infos.values():
-            principal.require("read", info.project)
         runs = [infos[r] for r in run_ids]
         alert_steps = first_alert_steps(session, run_ids)  # first warning / critical ("collapse") step
         ranges = [(i.first_step, i.last_step) for i in runs if i.first_step is not None]

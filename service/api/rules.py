@@ -156,9 +156,10 @@ def get_rule_route(rule_id: RuleIdPath, db: DbDep, principal: AuthDep) -> RuleOu
     principal.require("read", None)
     with db.read() as session:
         rule = get_rule(session, rule_id)
+    hidden = NotFound(f"rule {rule_id!r} not found", ["path", "rule_id"])
     if rule is None:
-        raise NotFound(f"rule {rule_id!r} not found", ["path", "rule_id"])
-    principal.require("read", rule.project)
+        raise hidden
+    principal.require_visible("read", rule.project, hidden)  # another project's rule: 404 as well
     return rule_out(rule)
 
 
@@ -203,8 +204,9 @@ def delete_rule_route(rule_id: RuleIdPath, db: DbDep, principal: AuthDep) -> Res
     try:
         with db.write() as session:
             existing = get_rule(session, rule_id)
-            if existing is None:
-                raise NotFound(f"rule {rule_id!r} not found", ["path", "rule_id"])
+            hidden = NotFound(f"rule {rule_id!r} not found", ["path", "rule_id"])
+            if existing is None or not principal.sees(existing.project):
+                raise hidden
             if principal.project is not None and existing.project != principal.project:
                 raise Forbidden(f"rule {rule_id!r} belongs to another scope", ["path", "rule_id"])
             delete_rule(session, rule_id=rule_id)

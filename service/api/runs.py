@@ -90,13 +90,14 @@ def list_runs_route(
 
 
 def load_run(db: Database, principal: Principal, run_id: str, role: str = "read") -> RunInfo:
-    """The run, or 404; 403 when the caller's token is for another project or lacks ``role``."""
+    """The run, or 404 (also when it is in a project the caller's token is not for); 403 without ``role``."""
     principal.require(role, None)
     with db.read() as session:
         info = get_run(session, run_id=run_id)
+    hidden = NotFound(f"run {run_id!r} not found", ["path", "run_id"])
     if info is None:
-        raise NotFound(f"run {run_id!r} not found", ["path", "run_id"])
-    principal.require(role, info.project)
+        raise hidden
+    principal.require_visible(role, info.project, hidden)  # another project's run: 404 as well
     return info
 
 

@@ -49,16 +49,16 @@ def test_auth_matrix(authed: tuple[str, dict[str, str]]) -> None:
         assert r.status_code == 403 and "another project" in r.text
         assert ingest.get("/api/v1/runs/a1").status_code == 403  # ingest cannot read
         assert reader.get("/api/v1/runs/a1").json()["last_step"] == 9
-        assert other.get("/api/v1/runs/a1").status_code == 403
-        assert other.get("/api/v1/runs/a1/series", params={"metric": "loss"}).status_code == 403
-        assert other.get("/api/v1/compare", params={"run": "a1", "metric": "loss"}).status_code == 403
+        assert other.get("/api/v1/runs/a1").status_code == 404  # another project's run: as if missing
+        assert other.get("/api/v1/runs/a1/series", params={"metric": "loss"}).status_code == 404
+        assert other.get("/api/v1/compare", params={"run": "a1", "metric": "loss"}).status_code == 404
         assert other.get("/api/v1/runs").json()["total"] == 0  # q sees only q's runs
         assert reader.get("/api/v1/runs").json()["total"] == 1
         assert reader.get("/api/v1/runs", params={"project": "q"}).status_code == 403
         assert "sapo_run_last_step" in reader.get("/metrics").text
         assert 'run="a1"' not in _c(base, t["q-read"]).get("/metrics").text
         assert reader.delete("/api/v1/runs/a1").status_code == 403  # delete is admin only
-        assert other.delete("/api/v1/runs/a1").status_code == 403
+        assert other.delete("/api/v1/runs/a1").status_code == 404
     with _c(base, t["p-admin"]) as admin:
         assert admin.delete("/api/v1/runs/a1").status_code == 204
 
