@@ -15,6 +15,7 @@ from ..storage.db import Database
 from ..storage.runs import get_runs
 from ..storage.series import bucket_width, fetch, points, uses_blocks
 from .deps import AuthDep, DbDep
+from .read_limits import check_points_budget
 from .responses import downsampling_doc, json_response, wire_value, wire_values
 from .runs import MaxPoints, MetricQuery, StepBound, check_metrics
 from .schemas import CompareOut
@@ -49,6 +50,7 @@ async def compare_route(
     principal.require("read", None)
     run_ids = list(dict.fromkeys(run))
     metrics = list(dict.fromkeys(metric))
+    check_points_budget(max_points, len(metrics), len(run_ids))
     return json_response(await run_in_threadpool(_compare, db, principal, run_ids, metrics, from_step, to_step,
                                                  max_points))
 

@@ -14,6 +14,7 @@ from ..storage.db import Database
 from ..storage.runs import RunInfo, delete_run, get_run, latest_values, list_runs
 from ..storage.series import bucket_width, fetch, histogram_sum, points, uses_blocks
 from .deps import AuthDep, DbDep
+from .read_limits import check_points_budget
 from .responses import downsampling_doc, json_response, wire_value, wire_values
 from .schemas import NAME_PATTERN, RUN_ID_PATTERN, HistogramOut, RunOut, RunPageOut, SeriesOut
 
@@ -126,6 +127,7 @@ async def series_route(
     check_metrics(metric)
     if from_step is not None and to_step is not None and from_step > to_step:
         raise BadRequest("from_step is after to_step", ["query", "from_step"])
+    check_points_budget(max_points, len(set(metric)))
 
     def read() -> dict:
         info = load_run(db, principal, run_id)
