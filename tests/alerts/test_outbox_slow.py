@@ -66,7 +66,9 @@ def test_hanging_dripping_and_huge_receivers_delay_only_themselves(db) -> None: 
         assert took < 3.0, f"the healthy receiver waited {took:.1f} s behind the bad ones"
         _wait(lambda: all(len(r.arrivals) >= 2 for r in bad.values()), 10, "retries of the bad receivers")
         assert good.counts().most_common(1)[0][1] == 1
-        assert bad["huge"].huge_sent < 32 * 1024 * 1024  # 300 MB offered; the worker stopped reading early
+        # 300 MB offered per attempt; the worker stops reading at 64 KiB and hangs up (what the receiver
+        # still wrote went to the kernel's socket buffers, a few MB on loopback)
+        assert bad["huge"].huge_sent / len(bad["huge"].arrivals) < 16 * 1024 * 1024
         bad["hang"].mode = "ok"  # it recovers: every delivery it missed arrives, by retry
         _wait(lambda: len(bad["hang"].counts()) == 3 and _pending(db, hooks["hang"]) == 0, 15, "the recovered one")
     finally:
