@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sapo_monitor import __version__
 
-from .api import alerts, compare, health, ingest, rules, runs, webhooks
+from .api import alerts, compare, health, ingest, rules, run_views, runs, webhooks
 from .api.deps import AuthDep, DbDep, SettingsDep
 from .api.health import RETRY_AFTER_S
 from .auth import TokenCache
@@ -32,6 +32,7 @@ from .rules import hooks
 from .settings import Settings
 from .storage.db import Database, db_timeouts
 from .storage.migrate import ensure_schema
+from .ui import install_ui
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -99,6 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Stability diagnostics for SAPO / GRPO / GSPO runs: ingest, compare, Prometheus, alerts.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served from local Swagger UI assets (service/ui), not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service_metrics = service_metrics
@@ -126,9 +129,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(SQLAlchemyError, _db_error)
 
-    for module in (ingest, runs, compare, rules, alerts, webhooks):
+    for module in (ingest, runs, run_views, compare, rules, alerts, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
+    install_ui(app)  # the web UI at / and offline /docs
 
     delivery_worker_metrics = worker_source(lambda: getattr(app.state, "delivery_worker", None))
 

@@ -1,0 +1,102 @@
+"""Reads behind the UI's views of one run: which metrics it has, and its log-ratio histogram over steps.
+
+Both read ``step_rollups`` (one row per block of ``ROLLUP_BLOCK`` steps) where they can, so a
+100,000-step run costs a few hundred rows, not every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .models import CATALOGUE_COLUMNS, ROLLUP_BLOCK, Step, StepRollup, hist_column, rollup_column
+
+__all__ = ["HeatmapBuckets", "histogram_buckets", "metric_names"]
+
+_B = ROLLUP_BLOCK
+
+
+def metric_names(session: Session, *, run_pk: int) -> tuple[list[str], list[str]]:
+    """``(catalogue, custom)``: the catalogue metrics (catalogue order) and the other metrics (sorted)
+    with at least one stored value (NaN counts) in the run."""
+    t = StepRollup.__table__
+    names = list(CATALOGUE_COLUMNS)
+    # count(min) counts finite-or-infinite values, count(nan_step) blocks holding a NaN.
+    cols = [func.count(t.c[rollup_column(m, "min")]) + func.count(t.c[rollup_column(m, "nan_step")]) for m in names]
+    row = session.execute(select(*cols).where(t.c.run_pk == run_pk)).one()
+    catalogue = [m for m, n in zip(names, row, strict=True) if n]
+    custom: set[str] = set()
+    for (extra,) in session.execute(select(t.c.extra).where(t.c.run_pk == run_pk, t.c.extra.is_not(None))):
+        custom.update(orjson.loads(extra))
+    return catalogue, sorted(custom - set(CATALOGUE_COLUMNS))
+
+
+@dataclass
+class HeatmapBuckets:
+    """Histogram counts per bucket of steps: bucket ``i`` covers ``[start[i], end[i]]`` and sums
+    ``steps[i]`` steps' histograms into ``counts[i]`` (one count per bin)."""
+
+    width: int
+    start: list[int]
+    end: list[int]
+    steps: list[int]
+    counts: list[list[int]]
+
+
+def _width(lo: int, hi: int, max_buckets: int) -> int:
+    span = hi - lo + 1
+    width = max(1, -(-span // max_buckets))
+    if width >= _B:  # whole rollup blocks: aligned buckets are sums of stored rows
+        width = -(-width // _B) * _B
+        while -(-(hi + 1) // width) - lo // width > max_buckets:
+            width += _B
+    return width
+
+
+def histogram_buckets(session: Session, *, run_pk: int, lo: int, hi: int, max_buckets: int) -> HeatmapBuckets:
+    """The log-ratio histogram of ``[lo, hi]`` summed per bucket of ``width`` steps (aligned at
+    multiples of the width, at most ``max_buckets`` buckets); buckets without a histogram are left out."""
+    width = _width(lo, hi, max_buckets)
+    acc: dict[int, list[int]] = {}
+    n: dict[int, int] = {}
+
+    def add(step_or_block_start: int, counts: list[int], steps: int) -> None:
+        b = step_or_block_start // width
+        cur = acc.get(b)
+        if cur is None:
+            acc[b] = list(counts)
+            n[b] = steps
+        else:
+            for i, c in enumerate(counts):
+                cur[i] += c
+            n[b] += steps
+
+    raw_ranges = [(lo, hi)]
+    if width % _B == 0:
+        first, last = -(-lo // _B), (hi + 1) // _B - 1
+        if first <= last:
+            raw_ranges = [(lo, first * _B - 1), ((last + 1) * _B, hi)]
+            t = StepRollup.__table__
+            q = select(t.c.block, t.c.hist_steps, *(t.c[hist_column(i)] for i in range(LOG_RATIO_HIST_BINS))).where(
+                t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last, t.c.hist_steps > 0)
+            for block, hist_steps, *counts in session.execute(q):
+                add(block * _B, [int(c) for c in counts], int(hist_steps))
+    s = Step.__table__
+    for a, b in raw_ranges:
+        if a > b:
+            continue
+        q = select(s.c.step, s.c.hist).where(s.c.run_pk == run_pk, s.c.step >= a, s.c.step <= b, s.c.hist.is_not(None))
+        for step, hist in session.execute(q):
+            add(step, orjson.loads(hist), 1)
+    keys = sorted(acc)
+    return HeatmapBuckets(
+        width=width,
+        start=[max(lo, k * width) for k in keys],
+        end=[min(hi, (k + 1) * width - 1) for k in keys],
+        steps=[n[k] for k in keys],
+        counts=[acc[k] for k in keys],
+    )
