@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request
 from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, MAX_STEPS_PER_BATCH
 from starlette.concurrency import run_in_threadpool
 
-from ..decode import decode_body, decode_json, parse_steps
+from ..decode import StepIn, decode_body, decode_json, parse_steps
 from ..errors import ErrorOut, Forbidden, PayloadTooLarge
 from ..storage.runs import RunUpdate, ensure_project, get_run, put_run
 from ..storage.steps import store_steps
@@ -127,13 +127,15 @@ async def post_steps(run_id: RunIdPath, request: Request, db: DbDep, settings: S
     (413 above). ``Content-Encoding: gzip`` accepted. A run never ``PUT`` is created with defaults in
     the token's project (``default`` without auth)."""
     principal.require("ingest", None)
-    raw = await _read_body(request, settings.max_body_bytes)
-    raw = decode_body(raw, request.headers.get("content-encoding"), max_decoded=settings.max_decoded_bytes)
+    raw = await _read_body(request, settings.max_body_bytes)  # gzip is already inflated (service.body_limits)
+    encoding = request.headers.get("content-encoding")
     now = time.time()
-    records = parse_steps(decode_json(raw), now=now, known_names=request.app.state.metric_names)
     project = principal.project or "default"
+    records: list[StepIn] = []
 
-    def store() -> None:
+    def store() -> None:  # parsing too runs off the event loop: a large batch takes a while
+        raw_json = decode_body(raw, encoding, max_decoded=settings.max_decoded_bytes)
+        records.extend(parse_steps(decode_json(raw_json), now=now, known_names=request.app.state.metric_names))
         with db.write() as session:
             pid = ensure_project(session, project, cache=db.project_ids)
             run = store_steps(session, run_id=run_id, project_id=pid, records=records, now=now,
