@@ -33,6 +33,7 @@ def _root(
 
 # Subcommand registration: each module owns its commands; this order is the order of `--help`.
 from sapo_monitor.cli import (  # noqa: E402
+    alerts,
     compare,
     db,
     demo,
@@ -45,7 +46,7 @@ from sapo_monitor.cli import (  # noqa: E402
     webhooks,
 )
 
-for _module in (train, demo, serve, db, token, runs, compare, upload, webhooks, grafana):
+for _module in (train, demo, serve, db, token, runs, compare, alerts, upload, webhooks, grafana):
     _module.register(app)
 
 
