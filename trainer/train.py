@@ -195,6 +195,9 @@ class Trainer:
         self._observers: list[Observer] = []
         self.step = 0  # optimizer steps taken
         self.rollouts = 0  # rollout batches generated
+        # This process's shares: a data-parallel rank's are 1/N of them (trainer/distributed.py).
+        self.prompts_per_rollout = config.prompts_per_rollout
+        self.minibatch_size = config.minibatch_size
 
     # -- the observer hook -------------------------------------------------------------------
     def add_observer(self, fn: Observer) -> Observer:
@@ -239,7 +242,7 @@ class Trainer:
             rollout = generate_rollout(
                 self.model,
                 self.task,
-                n_prompts=cfg.prompts_per_rollout,
+                n_prompts=self.prompts_per_rollout,
                 group_size=cfg.group_size,
                 temperature=cfg.temperature,
                 generator=self.generator,
@@ -249,7 +252,7 @@ class Trainer:
             n = rollout.tokens.shape[0]
             minibatch = 0
             for _ in range(cfg.epochs):
-                for idx in torch.randperm(n, generator=self.generator).split(cfg.minibatch_size):
+                for idx in torch.randperm(n, generator=self.generator).split(self.minibatch_size):
                     if self.step >= cfg.steps:
                         break
                     self.step += 1
@@ -269,6 +272,7 @@ class Trainer:
 
         self.optimizer.zero_grad(set_to_none=True)
         res.loss.backward()
+        self._sync_gradients()
         max_norm = math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         loss = float(res.loss.detach())
@@ -318,6 +322,9 @@ class Trainer:
                 )
             )
         return entry
+
+    def _sync_gradients(self) -> None:
+        """Where data-parallel ranks average their gradients (``DistributedTrainer``); one process: nothing."""
 
     def _warm_start(self) -> None:
         """Supervised steps on correct answers (cross-entropy on response tokens) before RL."""

@@ -31,6 +31,7 @@ def _entry(fn: Callable[..., Any], rank: int, world: int, port: int, out: str, k
 def run_ranks(fn: Callable[..., Any], world: int, out: Path, timeout: float = 120.0, **kwargs: Any) -> list[Any]:
     """``fn(rank, world, out, **kwargs)`` on ``world`` processes; each one's JSON-able result (None for a
     process that died before returning: the exit code is then in ``exitcodes``)."""
+    out.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
     port = free_port()
     procs = [ctx.Process(target=_entry, args=(fn, r, world, port, str(out), kwargs)) for r in range(world)]
