@@ -148,6 +148,14 @@ def train(
         envvar="SAPO_MONITOR_SPOOL_DIR",
         help="Spool directory: without --server the steps are written there for a later 'sapo-monitor upload'.",
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        help="Data-parallel ranks on this machine (gloo processes): each samples 1/N of the prompts and mini-batch "
+        "and gradients are averaged; --prompts and --minibatch-size must be multiples of N. With --server, "
+        "rank 0's record of each step covers every rank's tokens.",
+    ),
 ) -> None:
     require("torch", "trainer")
     from rich.console import Console
@@ -181,17 +189,23 @@ def train(
         overrides["rollout_router_noise"] = router_noise > 0
     try:
         config = make_config(preset.value, algo=algo.value, steps=steps, seed=seed, **overrides)
-        trainer = Trainer(config)
+        trainer = Trainer(config) if nproc == 1 else None
+        for name in ("prompts_per_rollout", "minibatch_size"):
+            if getattr(config, name) % nproc:
+                raise ValueError(f"--{name.replace('_per_rollout', '').replace('_', '-')} "
+                                 f"{getattr(config, name)} must be a multiple of --nproc {nproc}")
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
     console = Console()
     run_name = run or f"{algo.value}-{preset.value}-s{seed}"
     monitor = None
-    if server or spool:
+    attach_kwargs = {"run": run_name, "project": project, "server": server, "token": token, "spool_dir": spool}
+    if (server or spool) and trainer is not None:
         from sapo_monitor.client import attach
 
-        monitor = attach(trainer, run=run_name, project=project, server=server, token=token, spool_dir=spool)
+        monitor = attach(trainer, **attach_kwargs)
+    if server or spool:
         where = server or f"spool {spool}"
         console.print(f"streaming run [bold]{run_name}[/] (project {project}) to {where}")
 
@@ -213,7 +227,12 @@ def train(
                 )
                 progress.update(bar, completed=entry.step, stats=stats)
 
-            summary = trainer.train(progress=show)
+            if trainer is not None:
+                summary = trainer.train(progress=show)
+            else:  # every rank attaches the client; rank 0 delivers
+                from sapo_monitor.trainer.distributed import launch
+
+                summary = launch(config, nproc, monitor=attach_kwargs if server or spool else None, progress=show)
     finally:
         if monitor is not None:
             monitor.close()
