@@ -1,0 +1,62 @@
+"""The public endpoints behind the run page, on SQLite and PostgreSQL: metric names, alert bands,
+the log-ratio histogram over steps (whole rollup blocks and raw edges give the same counts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sapo_monitor.service.app import create_app
+from sapo_monitor.service.settings import Settings
+
+from tests.alerts.conftest import BOTH, db_url  # noqa: F401 (fixture)
+from tests.service.util import batch, post_steps
+from tests.ui.data import post_trace
+
+
+@pytest.fixture
+def http(db_url: str) -> Iterator[TestClient]:  # noqa: F811
+    with TestClient(create_app(Settings(db=db_url, auth="off"))) as c:
+        yield c
+
+
+@BOTH
+def test_metric_names_list_catalogue_then_custom_metrics(http: TestClient) -> None:
+    assert post_steps(http, "m", batch(range(0, 200))).status_code in (200, 202)
+    doc = http.get("/api/v1/runs/m/metrics").json()
+    assert [(m["name"], m["catalogue"]) for m in doc["metrics"]] == [("ratio.mean", True), ("loss", True),
+                                                                     ("custom.x", False)]
+    assert doc["metrics"][0]["description"].startswith("Mean token importance ratio")
+    assert http.get("/api/v1/runs/nope/metrics").status_code == 404
+
+
+@BOTH
+def test_histogram_over_steps_sums_every_count_into_aligned_buckets(http: TestClient) -> None:
+    for lo in range(0, 3000, 1000):
+        assert post_steps(http, "h", batch(range(lo, lo + 1000))).status_code in (200, 202)
+    whole = http.get("/api/v1/runs/h/histogram", params={"from_step": 5, "to_step": 2990}).json()
+    doc = http.get("/api/v1/runs/h/histogram/steps", params={"from_step": 5, "to_step": 2990, "max_buckets": 10}).json()
+    assert doc["bucket_steps"] % 64 == 0 and len(doc["start"]) <= 10
+    assert doc["start"][0] == 5 and doc["end"][-1] == 2990
+    assert sum(doc["steps"]) == whole["steps"] == 2986
+    assert [sum(c[i] for c in doc["counts"]) for i in range(42)] == whole["counts"]
+    fine = http.get("/api/v1/runs/h/histogram/steps", params={"from_step": 10, "to_step": 19}).json()
+    assert fine["bucket_steps"] == 1 and fine["start"] == list(range(10, 20))
+    assert fine["counts"][0] == [10 % 3] * 42
+    bad = http.get("/api/v1/runs/h/histogram/steps", params={"from_step": 9, "to_step": 2})
+    assert bad.status_code in (400, 422) and "from_step" in bad.text
+
+
+@BOTH
+def test_alert_bands_span_pending_to_resolved_with_the_rules_description(http: TestClient) -> None:
+    post_trace(http, "c", name="collapse")  # type: ignore[arg-type]
+    doc = http.get("/api/v1/runs/c/alert-bands").json()
+    assert doc["last_step"] == 90
+    by_rule = {b["rule"]: b for b in doc["bands"]}
+    spike = by_rule["ratio_variance_spike"]
+    assert spike["from_step"] == 41 and spike["fired_step"] == 42 and spike["to_step"] is None
+    assert spike["severity"] == "warning" and spike["state"] == "firing" and "log_ratio.std" in spike["description"]
+    assert [b["from_step"] for b in doc["bands"]] == sorted(b["from_step"] for b in doc["bands"])
+    alerts = http.get("/api/v1/runs/c/alerts").json()["alerts"]
+    assert {a["id"] for a in alerts} == {b["alert_id"] for b in doc["bands"]}
