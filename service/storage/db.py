@@ -63,15 +63,16 @@ def make_engine(url: str, *, pool_size: int = 8, pooled: bool = True, timeouts: 
         return engine
     if parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    connect_args = {
+    connect_args: dict[str, object] = {
         "connect_timeout": max(2, math.ceil(t.connect_s)),
         "keepalives": 1,
         "keepalives_idle": t.keepalive_idle_s,
         "keepalives_interval": t.keepalive_interval_s,
         "keepalives_count": 3,
-        "tcp_user_timeout": int(t.statement_s * 1000),  # unacknowledged writes: the peer is gone
-        "options": f"-c statement_timeout={int(t.statement_s * 1000)}",
     }
+    if pooled:  # the service's requests; one-shot CLI connections (migrations) may run long statements
+        connect_args["tcp_user_timeout"] = int(t.statement_s * 1000)  # unacknowledged writes: peer gone
+        connect_args["options"] = f"-c statement_timeout={int(t.statement_s * 1000)}"
     engine = create_engine(url, connect_args=connect_args, **pool_args)
     if pooled:  # checkout ping and per-statement deadline (see .deadline); replaces pool_pre_ping
         install_deadlines(engine, statement_s=t.statement_s + 1.0, ping_s=min(t.connect_s, 2.0))
