@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import secrets
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -330,6 +331,8 @@ def init(
 
         token_value = settings.token.get_secret_value() if settings.token else None
         transport = HttpTransport(settings.server, token_value, timeout=settings.timeout)
+        # The run page in the service's web UI, printed once as the run starts (as wandb does).
+        print(f"sapo-monitor: run {run_id} at {str(settings.server).rstrip('/')}/#/run/{run_id}", file=sys.stderr)
     spool = Spool(settings.run_spool_dir(run_id))
     delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings)
     if transport is None:

@@ -41,3 +41,12 @@ def test_user_text_is_shown_not_interpreted_as_markup() -> None:
     console.print(alerts_table([doc], title="1 alerts"))
     text = console.export_text()
     assert "[bold red]x[/bold red]" in text and "[link=http://e]r" in text and "note=[/]" in text
+
+
+def test_the_client_prints_the_run_page_url_when_it_starts(ui: UiService, tmp_path, capfd) -> None:  # type: ignore[no-untyped-def]
+    from sapo_monitor import client
+
+    mon = client.init("printed-url", project="ui", server=ui.base, spool_dir=tmp_path)
+    mon.close(timeout=10)
+    err = capfd.readouterr().err
+    assert f"{ui.base}/#/run/printed-url" in err
