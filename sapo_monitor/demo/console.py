@@ -119,6 +119,7 @@ def run_demo(config: DemoConfig, *, wait: bool, console: Console | None = None) 
     """The whole demo; returns the process exit code."""
     console = console or wide_console()
     with open_session(config, log=console.print) as session:
+        console.print(f"web UI (the runs appear live): {session.ui_url()}", soft_wrap=True)
         console.print(f"service up at [bold]{session.service.url}[/bold] (log: {session.service.log_path})")
         subscribe_webhook(session)
         console.print(f"local webhook receiver subscribed: {session.receiver.url}")

@@ -59,9 +59,15 @@ class DemoSession:
     def run_id(self, algorithm: str) -> str:
         return f"{self.run_prefix}-{algorithm}"
 
+    def ui_url(self) -> str:
+        """The web UI's compare page for the demo's runs."""
+        runs = "&".join(f"run={self.run_id(a)}" for a in self.config.algorithms)
+        return f"{self.service.url}/#/compare?{runs}"
+
     def urls(self) -> dict[str, str]:
         runs = "&".join(f"run={self.run_id(a)}" for a in self.config.algorithms)
         return {
+            "Web UI (compare)": self.ui_url(),  # first: the page a person opens
             "API docs": f"{self.service.url}/docs",
             "Prometheus metrics": f"{self.service.url}/metrics",
             "Compare": f"{self.api}/compare?{runs}&metric=reward.mean&metric=log_ratio.std&max_points=200",
