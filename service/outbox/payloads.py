@@ -11,7 +11,10 @@ same bytes under the same event id.
                "run_id": "...", "run_name": "...", "project": "...", "algorithm": "sapo",
                "step": 67, "step_time": 1764000000.5, "at": 1764000001.2,
                "values": {"reward.mean": 0.05, "baseline": 0.61},
-               "description": "The smoothed mean reward fell ..."}}
+               "description": "The smoothed mean reward fell ...",
+               "run_url": "https://monitor.example.org/#/run/...?from=17&to=117"}}
+
+``run_url`` is null unless ``SAPO_MONITOR_PUBLIC_URL`` is set.
 
 ``alertmanager``: the body Alertmanager's webhook receiver posts (``version`` "4"), one alert, labels
 ``alertname`` (the rule), ``severity``, ``project``, ``run``, ``algorithm``.
@@ -52,6 +55,7 @@ class AlertEvent:
     step_time: float | None = None
     values: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    run_url: str | None = None  # the run page in the web UI (needs SAPO_MONITOR_PUBLIC_URL)
 
 
 def _iso(ts: float) -> str:
@@ -79,6 +83,7 @@ def _json(ev: AlertEvent) -> dict[str, Any]:
             "started_at": ev.started_at,
             "values": ev.values,
             "description": ev.description,
+            "run_url": ev.run_url,
         },
     }
 
@@ -107,7 +112,7 @@ def _alertmanager(ev: AlertEvent) -> dict[str, Any]:
         "annotations": annotations,
         "startsAt": _iso(ev.started_at),
         "endsAt": _iso(ev.at) if status == "resolved" else _ZERO_TIME,
-        "generatorURL": "",
+        "generatorURL": ev.run_url or "",
         "fingerprint": ev.alert_id[:16],
     }
     group_labels = {"alertname": ev.rule, "run": ev.run_id}
@@ -128,7 +133,8 @@ def _alertmanager(ev: AlertEvent) -> dict[str, Any]:
 def _slack(ev: AlertEvent) -> dict[str, Any]:
     icon = {"resolved": ":white_check_mark:", "firing": ":rotating_light:"}.get(ev.state, ":bell:")
     head = f"{icon} [{ev.state.upper()}] {ev.severity}: {_summary(ev)}"
-    return {"text": head + (f"\n{ev.description}" if ev.description and ev.state != "resolved" else "")}
+    text = head + (f"\n{ev.description}" if ev.description and ev.state != "resolved" else "")
+    return {"text": text + (f"\n{ev.run_url}" if ev.run_url else "")}
 
 
 _RENDER = {"json": _json, "alertmanager": _alertmanager, "slack": _slack}

@@ -22,6 +22,7 @@ from ..outbox.store import enqueue_rows, outbox_row
 from ..outbox.webhooks import enabled_webhooks
 from ..storage.alert_models import Alert, AlertTransition, RuleState
 from ..storage.models import Project, Run
+from ..ui.links import run_page_url
 from .evaluate import FIRING, PENDING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
 from .model import Rule
 from .store import cached_rules
@@ -194,6 +195,7 @@ def apply_transitions(
             step_time=t.time,
             values=t.values,
             description=rule.description if rule else "",
+            run_url=run_page_url(run.run_id, step=t.step),
         )
         outbox += [outbox_row(webhook_id=h.id, event_id=t.id, order_key=run.run_id, body=render(h.format, event),
                               now=now) for h in targets]

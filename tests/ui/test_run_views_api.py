@@ -60,3 +60,23 @@ def test_alert_bands_span_pending_to_resolved_with_the_rules_description(http: T
     assert [b["from_step"] for b in doc["bands"]] == sorted(b["from_step"] for b in doc["bands"])
     alerts = http.get("/api/v1/runs/c/alerts").json()["alerts"]
     assert {a["id"] for a in alerts} == {b["alert_id"] for b in doc["bands"]}
+
+
+def test_webhook_payloads_carry_the_run_page_url_when_the_public_url_is_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from sapo_monitor.service.outbox.payloads import AlertEvent, render
+    from sapo_monitor.service.ui.links import run_page_url
+
+    assert run_page_url("r1", step=7, public_url="") is None
+    monkeypatch.delenv("SAPO_MONITOR_PUBLIC_URL", raising=False)
+    assert run_page_url("r1") is None
+    monkeypatch.setenv("SAPO_MONITOR_PUBLIC_URL", "https://monitor.example.org/")
+    url = run_page_url("run a/b", step=70)
+    assert url == "https://monitor.example.org/#/run/run%20a%2Fb?from=20&to=120"
+    ev = AlertEvent(event_id="e", type="alert.firing", alert_id="a", rule="nonfinite", severity="critical",
+                    state="firing", previous_state="pending", run_id="run a/b", project="p", step=70, at=1.0,
+                    started_at=1.0, run_url=url)
+    assert json.loads(render("json", ev))["alert"]["run_url"] == url
+    assert json.loads(render("alertmanager", ev))["alerts"][0]["generatorURL"] == url
+    assert url in json.loads(render("slack", ev))["text"]
