@@ -26,7 +26,8 @@ install: $(VENV)/.installed-demo
 
 install-test: $(VENV)/.installed-test prometheus
 
-# Debian's prometheus package gives `prometheus` and `promtool` for the integration and rule tests.
+# Debian's prometheus package gives `prometheus` and `promtool` for the integration and rule tests;
+# Debian's chromium is the browser of the UI tests (Playwright launches it by path, never downloads one).
 prometheus:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
@@ -34,6 +35,9 @@ prometheus:
 	@command -v amtool >/dev/null 2>&1 || { \
 	  echo "installing Debian's prometheus-alertmanager package (amtool checks dashboards/alertmanager.yml)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium package (the browser tests in tests/ui drive it through Playwright)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: install
 	$(VENV)/bin/sapo-monitor demo
