@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from .faults import ShortAnswerTask, apply_faults, inject_nan, parse_schedule
 from .losses import LossConfig, get_loss
 from .model import ModelConfig, Policy
 from .observer import Observer, StepBatch
@@ -82,6 +83,11 @@ class TrainConfig:
     eps_high: float = 0.2
     seq_eps_low: float = 3e-4
     seq_eps_high: float = 4e-4
+    # Faults (trainer/faults.py): a schedule of changes at given steps, e.g. "150:lr=2e-2 120:reward=short"
+    # (items separated by spaces), and the two fault-only settings it can switch on from the start too.
+    faults: str = ""
+    reward: str = "task"  # task | short (a hackable reward paying short answers)
+    nan_logprob: float = 0.0  # share of response tokens whose new log-prob is NaN in the loss
 
     def loss_config(self) -> LossConfig:
         return LossConfig(
@@ -113,6 +119,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 4,
         "lr": 2e-3,
         "max_grad_norm": None,
+    },
+    # The regime the SAPO paper is about: ratios stay near 1 but vary. An MoE policy routes with noise in
+    # the training forwards as well as in the rollout engine, so routing changes enter the ratio from
+    # each rollout's first step; 8 optimizer steps per rollout (2 epochs x 4 mini-batches), gradients
+    # clipped at 1.0, the default learning rate. A healthy regime for every loss (README: the table).
+    "routing": {
+        "moe": True,
+        "router_noise": 0.5,
+        "train_router_noise": True,
+        "rollout_router_noise": True,
+        "epochs": 2,
+        "max_grad_norm": 1.0,
     },
 }
 
@@ -170,7 +188,9 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.loss_fn = get_loss(config.algo)
-        self.task = DigitTask(config.task, config.base, config.min_digits, config.max_digits)
+        self.schedule = parse_schedule(config.faults)  # ValueError names a bad item
+        task_cls = ShortAnswerTask if config.reward == "short" else DigitTask
+        self.task = task_cls(config.task, config.base, config.min_digits, config.max_digits)
         self.model_config = ModelConfig(
             vocab_size=self.task.vocab_size,
             block_size=self.task.prompt_len + self.task.response_len,
@@ -255,6 +275,8 @@ class Trainer:
                 for idx in torch.randperm(n, generator=self.generator).split(self.minibatch_size):
                     if self.step >= cfg.steps:
                         break
+                    for fault in apply_faults(self, self.schedule, self.step + 1) if self.schedule else ():
+                        log.info("step %d: scheduled change %s applied", self.step + 1, fault.spec())
                     self.step += 1
                     entry = self._optimizer_step(rollout, idx, self.rollouts, minibatch)
                     self.history.append(entry)
@@ -268,6 +290,8 @@ class Trainer:
         tokens, mask = ro.tokens[idx], ro.mask[idx]
         out = self.model(tokens, router_noise=cfg.train_router_noise, generator=self.generator)
         logp_new, entropy = sequence_logprobs(out.logits, tokens, self.task.prompt_len, cfg.temperature)
+        if cfg.nan_logprob > 0:
+            logp_new = inject_nan(logp_new, mask, cfg.nan_logprob)
         res = self.loss_fn(logp_new, ro.logp_old[idx], ro.advantages[idx], mask, cfg.loss_config())
 
         self.optimizer.zero_grad(set_to_none=True)

@@ -22,6 +22,7 @@ class Algo(str, enum.Enum):
 class Preset(str, enum.Enum):
     default = "default"
     stress = "stress"
+    routing = "routing"
 
 
 class Task(str, enum.Enum):
@@ -36,7 +37,11 @@ _TRAIN_HELP = (
     "partial credit; the policy then takes several optimizer steps over mini-batches of it. "
     "[bold]--preset default[/] learns steadily; [bold]--preset stress[/] (MoE with noisy rollout routing, "
     "32 steps per rollout, twice the learning rate, no gradient clipping) drives the unclipped "
-    "[bold]pg[/] baseline into collapse.\n\n"
+    "[bold]pg[/] baseline into collapse; [bold]--preset routing[/] (MoE with routing noise in training and "
+    "rollout forwards, 8 steps per rollout, clipped gradients) is the regime where ratios stay near 1 but vary.\n\n"
+    "[bold]--at STEP:NAME=VALUE[/] (repeatable) schedules a change from that step on, e.g. --at 150:lr=2e-2, "
+    "--at 120:reward=short (a hackable reward paying short answers), --at 100:train_router_noise=0.5, "
+    "--at 80:epochs=8, --at 200:rollout_bf16, --at 90:nan_logprob (NaN in 1% of new log-probs).\n\n"
     "With [bold]--server[/] (or [bold]--spool[/]) every optimizer step is streamed through the client. "
     "Options left out keep the preset's value."
 )
@@ -148,6 +153,15 @@ def train(
         envvar="SAPO_MONITOR_SPOOL_DIR",
         help="Spool directory: without --server the steps are written there for a later 'sapo-monitor upload'.",
     ),
+    at: list[str] = typer.Option(
+        [],
+        "--at",
+        metavar="STEP:NAME[=VALUE]",
+        help="Scheduled change (fault) from optimizer step STEP on; repeatable. NAME is one of lr, weight_decay, "
+        "max_grad_norm, temperature, tau_pos, tau_neg, eps_low, eps_high, seq_eps_low, seq_eps_high, epochs, "
+        "rollout_bf16, reward (task|short), train_router_noise, rollout_router_noise (a noise std), nan_logprob "
+        "(a token share; bare: 0.01). See trainer/faults.py.",
+    ),
     nproc: int = typer.Option(
         1,
         "--nproc",
@@ -163,6 +177,7 @@ def train(
     from rich.table import Table
 
     from sapo_monitor.trainer import StepLog, Trainer, make_config
+    from sapo_monitor.trainer.faults import parse_schedule
 
     overrides: dict[str, Any] = {
         "threads": threads,
@@ -180,6 +195,7 @@ def train(
         "warm_start_steps": warm_start,
         "rollout_bf16": rollout_bf16,
         "task": task.value if task else None,
+        "faults": " ".join(item.strip() for item in at) or None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if max_grad_norm is not None:
@@ -189,6 +205,7 @@ def train(
         overrides["rollout_router_noise"] = router_noise > 0
     try:
         config = make_config(preset.value, algo=algo.value, steps=steps, seed=seed, **overrides)
+        parse_schedule(config.faults)  # a bad --at item is named before any rank starts
         trainer = Trainer(config) if nproc == 1 else None
         for name in ("prompts_per_rollout", "minibatch_size"):
             if getattr(config, name) % nproc:
