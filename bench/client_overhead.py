@@ -5,7 +5,9 @@
 2. The reference trainer's step time at the default preset: bare, with ``client.attach`` to a live
    service (the real one, uvicorn in a subprocess on a temporary SQLite database), and attached while
    the service is down (steps go to the spool; delivery retries in the background). Target <= 1.05.
-3. The TRL row (``bench/trl_row.py``, owned by the TRL adapter): GRPOTrainer step time attached / bare.
+3. The 2-process bundled trainer (``bench/distributed_row.py``): data-parallel step time with every rank
+   attached vs bare, and the reduction's own time and bytes per step.
+4. The TRL row (``bench/trl_row.py``, owned by the TRL adapter): GRPOTrainer step time attached / bare.
 
 Runs go in rounds, one run per variant, in a rotating order (bare, up, down; up, down, bare; ...) so
 drifting machine load and process state hit every variant alike. A ratio is the median over rounds of
@@ -17,7 +19,7 @@ attached trainer (identical work) take turns step by step in one process, and ea
 torch uses one thread, as the trainer does by default.
 
     .venv/bin/python bench/client_overhead.py [--steps 60] [--repeats 9] [--paired-steps 150]
-                                              [--paired-repeats 6] [--no-trl]
+                                              [--paired-repeats 6] [--no-trl] [--no-distributed]
 """
 
 from __future__ import annotations
@@ -221,6 +223,7 @@ def main() -> None:
     parser.add_argument("--paired-steps", type=int, default=150, help="optimizer steps per paired run")
     parser.add_argument("--paired-repeats", type=int, default=6, help="paired runs per variant (median reported)")
     parser.add_argument("--no-trl", action="store_true", help="skip the TRL row")
+    parser.add_argument("--no-distributed", action="store_true", help="skip the 2-process data-parallel row")
     args = parser.parse_args()
     torch.set_num_threads(1)
     import logging
@@ -264,6 +267,17 @@ def main() -> None:
                 r = sorted(paired[name])
                 print(f"  {label:24} attached / bare {statistics.median(r):6.3f}   (pairs: "
                       + " ".join(f"{x:.3f}" for x in r) + ")")
+
+            # ---- 2-process bundled trainer (data parallel, bench/distributed_row.py) ------------------
+            if not args.no_distributed:
+                print("\n== reference trainer, 2 data-parallel ranks (gloo), default preset, every rank attached")
+                from distributed_row import distributed_row
+
+                d = distributed_row(service.url, workdir, steps=args.steps // 2 or 1, repeats=max(2, args.repeats // 3))
+                print(f"  bare {d['bare_s'] * 1e3:.1f} ms/step, attached {d['attached_s'] * 1e3:.1f} ms/step,"
+                      f"   ratio {d['ratio']:.3f} ({d['ratio_lo']:.3f}-{d['ratio_hi']:.3f})   (target <= 1.05)")
+                print(f"  reduction: rank 0 merges in {d['reduce_ms']:.2f} ms/step off the training thread, receives "
+                      f"{d['bytes'] / 1024:.1f} KiB/step; rank 1 encodes and sends in {d['send_ms']:.2f} ms/step")
 
             # ---- TRL row (owned by the TRL adapter: bench/trl_row.py) ------------------------------
             if not args.no_trl:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sapo_monitor.client import wire
 from sapo_monitor.client.stats import CPU_BLOCK_POSITIONS, StatsConfig, StepAccumulator
+from sapo_monitor.client.stats.summary import StepSummary
 
 if TYPE_CHECKING:
     import torch
@@ -51,8 +52,11 @@ class DeferredSteps:
     """Holds small steps until a batch is full, then computes and emits their records in order."""
 
     def __init__(self, config: StatsConfig, *, max_steps: int, max_wait: float,
-                 emit: Callable[[wire.StepRecord], None], warn: Callable[[str, str], None]) -> None:
+                 emit: Callable[[wire.StepRecord], None], warn: Callable[[str, str], None],
+                 emit_summary: Callable[[int, float, StepSummary, dict[str, float]], None] | None = None) -> None:
         self.config = config
+        # Data-parallel runs: each step's mergeable summary (for rank 0's reduction) instead of its record.
+        self._emit_summary = emit_summary
         self.max_steps = max_steps
         self.max_wait = max_wait
         self._emit = emit
@@ -99,6 +103,9 @@ class DeferredSteps:
         pending, self._pending, self._key = self._pending, [], None
         if not pending:
             return
+        if self._emit_summary is not None:
+            self._flush_summaries(pending)
+            return
         stats: list[dict[str, float | list[int]]] = [{} for _ in pending]
         try:
             names = pending[0].tensors
@@ -112,3 +119,22 @@ class DeferredSteps:
             self._acc.reset()
         for p, s in zip(pending, stats, strict=True):
             self._emit(record_from_stats(p.step, p.time, s, p.values))
+
+    def _flush_summaries(self, pending: list[_Pending]) -> None:
+        import torch
+
+        # An empty summary for a step whose statistics failed: rank 0 still hears from this rank.
+        summaries = [StepSummary() for _ in pending]
+        try:
+            names = pending[0].tensors
+            self._acc.reset()
+            self._acc.add_steps(**{name: torch.stack([p.tensors[name] for p in pending]) for name in names})
+            summaries = self._acc.summaries()
+        except Exception as exc:
+            steps = f"{pending[0].step}..{pending[-1].step}"
+            self._warn(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of steps {steps} failed: {exc}")
+        finally:
+            self._acc.reset()
+        assert self._emit_summary is not None
+        for p, summary in zip(pending, summaries, strict=True):
+            self._emit_summary(p.step, p.time, summary, p.values)

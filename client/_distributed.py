@@ -58,6 +58,8 @@ def data_parallel_group(process_group: Any) -> Any:
 class StoreExchange:
     """Step summaries through the c10d store: ``send`` on ranks > 0, ``receive`` on rank 0."""
 
+    _created = 0
+
     def __init__(self, group: Any, store: Any = None) -> None:
         import torch.distributed as dist
 
@@ -66,7 +68,10 @@ class StoreExchange:
         ranks = dist.get_process_group_ranks(group)
         # The rendezvous store: public API has none for a group, the default one serves every group.
         base = store if store is not None else dist.distributed_c10d._get_default_store()
-        self._store = dist.PrefixStore(f"sapo_monitor/{'-'.join(map(str, ranks))}/", base)
+        # Numbered per process: ranks create their monitors in the same order, so successive monitors
+        # of one job (a second run, a test) never read each other's keys.
+        StoreExchange._created += 1
+        self._store = dist.PrefixStore(f"sapo_monitor/{'-'.join(map(str, ranks))}/{StoreExchange._created}/", base)
 
     def send(self, seq: int, data: bytes) -> None:
         self._store.set(f"{seq}/{self.rank}", data)

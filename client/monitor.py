@@ -67,8 +67,9 @@ class Monitor:
         self._acc = StepAccumulator(stats_config)
         # stats_batch > 1: small steps keep copies of their tensors and are computed stats_batch at a time.
         self._deferred = DeferredSteps(stats_config, max_steps=stats_batch, max_wait=stats_batch_wait,
-                                       emit=self._submit, warn=self._warn_once) \
-            if stats_batch > 1 and exchange is None else None  # data-parallel: one summary per step
+                                       emit=self._submit, warn=self._warn_once,
+                                       emit_summary=self._reducer.submit if self._reducer else None) \
+            if stats_batch > 1 and not self._silent else None
         self._micro: list[dict[str, torch.Tensor]] = []  # deferred mode: this step's micro-batches (copies)
         self._last_step: int | None = None
         self._warned: set[str] = set()
@@ -180,8 +181,21 @@ class Monitor:
         """Data-parallel: this rank's summary to the reducer; an empty one if it has none or failed, so
         rank 0 is not left waiting for it."""
         assert self._reducer is not None
+        micro: list[dict[str, torch.Tensor]] = []
+        if self._deferred is not None:  # small steps: summaries a batch at a time, still in step order
+            micro, self._micro = self._micro, []
+            try:
+                key = self._deferred.batch_key(micro[0]) if len(micro) == 1 else None
+                if key is not None:
+                    self._deferred.add(step, when, micro[0], values, key)
+                    return
+            except Exception as exc:
+                self._warn_once("deferred", f"sapo-monitor: step {step} of run {self.run_id} not batched: {exc}")
+            self._compute_waiting()
         summary = StepSummary()
         try:
+            for batch in micro:
+                self._acc.add(**batch)
             if not self._acc.empty:
                 summary = self._acc.summaries()[0]
         except Exception as exc:
@@ -325,7 +339,8 @@ def init(
         raise ConfigError(f"stats_batch must be >= 1, got {batch}")
     if exchange is not None and exchange.rank != 0:  # a peer (statistics sent to rank 0), or outside the group
         return Monitor(run_id=run_id, spec=spec, delivery=None, stats_config=stats_config or StatsConfig(),
-                       strict=strict, exchange=exchange, rank_timeout=rank_timeout)
+                       strict=strict, stats_batch=batch, stats_batch_wait=settings.flush_interval, exchange=exchange,
+                       rank_timeout=rank_timeout)
     if transport is None and settings.server is not None:
         from sapo_monitor.client._transport import HttpTransport
 
