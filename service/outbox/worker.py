@@ -5,7 +5,7 @@ runs the periodic silence check). Each receiver (webhook) gets its own sender ta
 that hangs or drips bytes delays only itself: at most ``webhook_concurrency`` receivers are served at
 once, each in order, one attempt at a time, every attempt bounded by ``webhook_timeout_s``.
 
-Database calls run in threads under a deadline; any failure ends the round, the next one starts on
+Database calls run on three threads of the worker's own under a deadline; any failure ends the round, the next one starts on
 fresh connections after the poll interval, and the loop itself is restarted if it ever dies. The
 worker keeps a heartbeat (:attr:`DeliveryWorker.last_success`, the last outbox read that worked):
 ``/readyz`` and ``sapo_outbox_delivering`` report a worker that has not read the outbox for
@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -66,6 +68,8 @@ class DeliveryWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._next_silence = 0.0
+        # A few threads of its own: delivery holds at most this many pooled connections, never ingest's share.
+        self._db_threads = ThreadPoolExecutor(max_workers=3, thread_name_prefix="sapo-webhooks-db")
 
     # --- health --------------------------------------------------------------------------------
 
@@ -80,7 +84,8 @@ class DeliveryWorker:
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """A database call in a thread, abandoned after ``db_timeout_s`` (the engine's own timeouts end
         the thread's call soon after)."""
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.db_timeout_s)
+        call = asyncio.get_running_loop().run_in_executor(self._db_threads, functools.partial(fn, *args))
+        return await asyncio.wait_for(call, self.db_timeout_s)
 
     async def _serve_receiver(self, client: httpx.AsyncClient, items: list[Claimed]) -> int:
         """Send one receiver's claimed rows in order; stop at its first failure (the rest is released
@@ -225,3 +230,4 @@ class DeliveryWorker:
                 loop.call_soon_threadsafe(wake.set)
         if self._thread is not None:
             self._thread.join(timeout)
+        self._db_threads.shutdown(wait=False, cancel_futures=True)
