@@ -12,8 +12,9 @@ from ..errors import BadRequest, ErrorOut, NotFound
 from ..rules.queries import first_alert_steps
 from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
 from ..storage.db import Database
+from ..storage.run_views import fetch_many
 from ..storage.runs import get_runs
-from ..storage.series import bucket_width, fetch, points, uses_blocks
+from ..storage.series import bucket_width, points, uses_blocks
 from .deps import AuthDep, DbDep
 from .read_limits import check_points_budget
 from .responses import downsampling_doc, json_response, wire_value, wire_values
@@ -75,8 +76,8 @@ def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: li
             lo = hi = None
         else:
             blocks = uses_blocks(lo, hi, max_points)
-            pieces = {(i.run_id, m): fetch(session, run_pk=i.pk, metric=m, lo=lo, hi=hi, blocks=blocks)
-                      for i in runs for m in metrics}
+            pieces = {(i.run_id, m): p for i in runs  # one read per run for all its metrics
+                      for m, p in fetch_many(session, run_pk=i.pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks).items()}
             nan = any(p.has_nan for p in pieces.values())
             width = bucket_width(lo, hi, max_points, 3 if nan else 2)
         metric_docs = {}

@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from ..auth import Principal
 from ..errors import BadRequest, ErrorOut, NotFound
 from ..storage.db import Database
+from ..storage.run_views import fetch_many
 from ..storage.runs import RunInfo, delete_run, get_run, latest_values, list_runs
-from ..storage.series import bucket_width, fetch, histogram_sum, points, uses_blocks
+from ..storage.series import bucket_width, histogram_sum, points, uses_blocks
 from .deps import AuthDep, DbDep
 from .read_limits import check_points_budget
 from .responses import downsampling_doc, json_response, wire_value, wire_values
@@ -148,7 +149,7 @@ def series_doc(db: Database, info: RunInfo, metrics: list[str], from_step: int |
     with db.read() as session:
         if lo is not None and hi is not None and lo <= hi:
             blocks = uses_blocks(lo, hi, max_points)
-            pieces = {m: fetch(session, run_pk=info.pk, metric=m, lo=lo, hi=hi, blocks=blocks) for m in metrics}
+            pieces = fetch_many(session, run_pk=info.pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks)
             nan = any(p.has_nan for p in pieces.values())
             width = bucket_width(lo, hi, max_points, 3 if nan else 2)
             for m in metrics:

@@ -1,11 +1,15 @@
 """Reads behind the UI's views of one run: which metrics it has, and its log-ratio histogram over steps.
 
-Both read ``step_rollups`` (one row per block of ``ROLLUP_BLOCK`` steps) where they can, so a
+``fetch_many`` reads what several series of one run need in one query per table (one pass over
+the steps of the range, one over its rollup blocks) instead of one per metric: the run page asks
+for about forty metrics at once. All read ``step_rollups`` (one row per block of ``ROLLUP_BLOCK`` steps) where they can, so a
 100,000-step run costs a few hundred rows, not every step.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -13,9 +17,18 @@ from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import CATALOGUE_COLUMNS, ROLLUP_BLOCK, Step, StepRollup, hist_column, rollup_column
+from .models import (
+    CATALOGUE_COLUMNS,
+    ROLLUP_BLOCK,
+    ROLLUP_STATS,
+    Step,
+    StepRollup,
+    hist_column,
+    rollup_column,
+)
+from .series import Pieces, fetch
 
-__all__ = ["HeatmapBuckets", "histogram_buckets", "metric_names"]
+__all__ = ["HeatmapBuckets", "fetch_many", "histogram_buckets", "metric_names"]
 
 _B = ROLLUP_BLOCK
 
@@ -50,6 +63,8 @@ class HeatmapBuckets:
 def _width(lo: int, hi: int, max_buckets: int) -> int:
     span = hi - lo + 1
     width = max(1, -(-span // max_buckets))
+    if span > 16 * _B:  # long ranges: whole rollup blocks (a few hundred rows), not every step's histogram
+        width = max(width, _B)
     if width >= _B:  # whole rollup blocks: aligned buckets are sums of stored rows
         width = -(-width // _B) * _B
         while -(-(hi + 1) // width) - lo // width > max_buckets:
@@ -100,3 +115,44 @@ def histogram_buckets(session: Session, *, run_pk: int, lo: int, hi: int, max_bu
         steps=[n[k] for k in keys],
         counts=[acc[k] for k in keys],
     )
+
+
+def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int, hi: int,
+               blocks: bool) -> dict[str, Pieces]:
+    """``series.fetch`` for each of ``metrics`` (same pieces), catalogue metrics read together."""
+    cat = [m for m in dict.fromkeys(metrics) if m in CATALOGUE_COLUMNS]
+    out = {m: fetch(session, run_pk=run_pk, metric=m, lo=lo, hi=hi, blocks=blocks)
+           for m in dict.fromkeys(metrics) if m not in CATALOGUE_COLUMNS}
+    if not cat:
+        return out
+    first, last = -(-lo // _B), (hi + 1) // _B - 1  # whole blocks inside [lo, hi]
+    use_blocks = blocks and first <= last
+    ranges = [(lo, first * _B - 1), ((last + 1) * _B, hi)] if use_blocks else [(lo, hi)]
+    raw: dict[str, list[tuple[int, float]]] = {m: [] for m in cat}
+    t = Step.__table__
+    cols = [t.c[CATALOGUE_COLUMNS[m]] for m in cat]
+    for a, b in ranges:
+        if a > b:
+            continue
+        q = select(t.c.step, t.c.nan, *cols).where(t.c.run_pk == run_pk, t.c.step >= a, t.c.step <= b).order_by(t.c.step)
+        for step, nan, *values in session.execute(q):
+            nans = nan.split(",") if nan else ()
+            for m, v in zip(cat, values, strict=True):
+                if v is not None:
+                    raw[m].append((step, v))
+                elif m in nans:
+                    raw[m].append((step, math.nan))
+    stats: dict[str, list] = {m: [] for m in cat}
+    if use_blocks:
+        r = StepRollup.__table__
+        k = len(ROLLUP_STATS)
+        rcols = [r.c[rollup_column(m, stat)] for m in cat for stat, _ in ROLLUP_STATS]
+        q = select(r.c.block, *rcols).where(r.c.run_pk == run_pk, r.c.block >= first, r.c.block <= last)
+        for block, *values in session.execute(q.order_by(r.c.block)):
+            for i, m in enumerate(cat):
+                st = list(values[k * i : k * i + k])
+                if st[0] is not None or st[4] is not None:  # the block holds the metric (series._present)
+                    stats[m].append((block, st))
+    for m in cat:
+        out[m] = Pieces(stats[m], raw[m])
+    return {m: out[m] for m in dict.fromkeys(metrics)}

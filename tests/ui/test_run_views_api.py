@@ -80,3 +80,29 @@ def test_webhook_payloads_carry_the_run_page_url_when_the_public_url_is_set(monk
     assert json.loads(render("json", ev))["alert"]["run_url"] == url
     assert json.loads(render("alertmanager", ev))["alerts"][0]["generatorURL"] == url
     assert url in json.loads(render("slack", ev))["text"]
+
+
+@BOTH
+def test_fetch_many_reads_the_same_pieces_as_one_fetch_per_metric(http: TestClient, db_url: str) -> None:  # noqa: F811
+    from sapo_monitor.service.storage.db import Database
+    from sapo_monitor.service.storage.run_views import fetch_many
+    from sapo_monitor.service.storage.runs import get_run
+    from sapo_monitor.service.storage.series import fetch
+
+    steps = batch(range(0, 700))
+    for s in steps[::97]:
+        s["metrics"]["loss"] = "NaN"
+    assert post_steps(http, "f", steps).status_code in (200, 202)
+    db = Database(db_url, pool_size=2)
+    try:
+        with db.read() as session:
+            pk = get_run(session, run_id="f").pk  # type: ignore[union-attr]
+            metrics = ["loss", "custom.x", "ratio.mean", "kl.k3"]
+            for lo, hi, blocks in ((0, 699, True), (5, 650, True), (3, 40, False), (100, 600, False)):
+                many = fetch_many(session, run_pk=pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks)
+                for m in metrics:
+                    one = fetch(session, run_pk=pk, metric=m, lo=lo, hi=hi, blocks=blocks)
+                    assert sorted(many[m].blocks) == sorted(one.blocks), (m, lo, hi)
+                    assert repr(many[m].raw) == repr(one.raw), (m, lo, hi)  # repr: NaN == NaN
+    finally:
+        db.dispose()
