@@ -104,7 +104,7 @@ export function lineChart(container, spec, { onZoom, onReset, syncKey = "steps" 
     height: spec.height || 190,
     pxAlign: 0,
     scales: { x: { time: false } },
-    axes: [{ size: 28, values: (u, vals) => vals.map(fmt) }, { size: 56, values: (u, vals) => vals.map(fmt) }],
+    axes: [{ size: 28, values: (u, vals) => vals.map(fmt) }, { size: 64, values: (u, vals) => vals.map(fmt) }],
     legend: { live: true },
     cursor: { drag: { x: true, y: false, setScale: false }, sync: { key: syncKey } },
     series: [
