@@ -13,21 +13,21 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..outbox.payloads import AlertEvent, render
 from ..outbox.store import enqueue_rows, outbox_row
 from ..outbox.webhooks import enabled_webhooks
-from ..storage.alert_models import Alert, AlertTransition, RuleState
+from ..storage.alert_models import Alert, AlertTransition
 from ..storage.models import Project, Run
+from ..storage.rule_state import load_state, save_state
 from ..ui.links import run_page_url
-from .evaluate import FIRING, PENDING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
+from .evaluate import FIRING, PENDING, RESOLVED, StepInput, Transition, evaluate_batch
 from .model import Rule
 from .store import cached_rules
 
-__all__ = ["RunRef", "apply_transitions", "evaluate_run_steps", "load_state", "save_state"]
+__all__ = ["RunRef", "apply_transitions", "evaluate_run_steps"]
 
 _project_names: dict[tuple[str, int], str] = {}
 
@@ -48,39 +48,6 @@ def project_name(session: Session, project_id: int) -> str | None:
         if name is not None:
             _project_names[key] = name
     return name
-
-
-# These run on every ingested batch: plain SQL on the driver saves SQLAlchemy's statement building,
-# which costs more than the queries themselves. ``?`` is SQLite's placeholder, ``%s`` psycopg's.
-_SQL = {
-    "load": "SELECT state FROM alert_rule_state WHERE run_pk = ?",
-    "update": "UPDATE alert_rule_state SET state = ?, last_step = ?, updated_at = ? WHERE run_pk = ?",
-    "insert": "INSERT INTO alert_rule_state (state, last_step, updated_at, run_pk) VALUES (?, ?, ?, ?)",
-}
-_SQL_PG = {k: v.replace("?", "%s") for k, v in _SQL.items()}
-assert RuleState.__tablename__ == "alert_rule_state"
-
-
-def _sql(session: Session, name: str) -> tuple:  # type: ignore[type-arg]
-    conn = session.connection()
-    return conn, (_SQL if conn.dialect.name == "sqlite" else _SQL_PG)[name]
-
-
-def load_state(session: Session, run_pk: int) -> tuple[RunRuleState, bool]:
-    """The run's rule state and whether a row exists."""
-    conn, sql = _sql(session, "load")
-    row = conn.exec_driver_sql(sql, (run_pk,)).first()
-    if row is None:
-        return RunRuleState(), False
-    return RunRuleState.from_json(orjson.loads(row[0])), True
-
-
-def save_state(session: Session, run_pk: int, state: RunRuleState, exists: bool, now: float) -> None:
-    # Detector state holds finite numbers only (non-finite values never enter it), so orjson's lack of
-    # NaN support is no limit here.
-    doc = orjson.dumps(state.to_json()).decode()
-    conn, sql = _sql(session, "update" if exists else "insert")
-    conn.exec_driver_sql(sql, (doc, state.last_step, now, run_pk))
 
 
 def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput], *, now: float | None = None) -> list[Transition]:

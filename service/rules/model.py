@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 SEVERITIES = ("warning", "critical")
+_MAX_INT = 10**15  # far beyond any meaningful window or bound, and exactly representable as a float
 RULE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
 
 
@@ -63,14 +64,18 @@ class Param:
         if self.type in ("float", "int"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RuleValidationError(where, f"must be a number, got {value!r}")
+            # NaN, Infinity and integers beyond float range are refused here: float() or int() of them
+            # raises (OverflowError, ValueError) and a comparison with NaN is always false.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RuleValidationError(where, "must be a finite number")
+            if isinstance(value, int) and abs(value) > _MAX_INT:
+                raise RuleValidationError(where, f"must be at most {_MAX_INT:.0e} in magnitude")
             if self.type == "int":
                 if float(value) != int(value):
                     raise RuleValidationError(where, f"must be an integer, got {value!r}")
                 value = int(value)
             else:
                 value = float(value)
-                if not math.isfinite(value):
-                    raise RuleValidationError(where, "must be a finite number")
             if self.minimum is not None and value < self.minimum:
                 raise RuleValidationError(where, f"must be >= {self.minimum}, got {value}")
             if self.maximum is not None and value > self.maximum:

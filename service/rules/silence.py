@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from ..storage.alert_models import Alert
 from ..storage.models import Run
-from .apply import RunRef, apply_transitions, load_state, project_name, save_state
+from ..storage.rule_state import load_state, save_state
+from .apply import RunRef, apply_transitions, project_name
 from .evaluate import FIRING, RESOLVED, Transition, fresh_state, new_id
 from .kinds import KINDS
 from .store import list_rules
