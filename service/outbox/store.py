@@ -217,9 +217,18 @@ def list_deliveries(session: Session, *, webhook_id: int, limit: int = 100, offs
         select(d).where(d.c.webhook_id == webhook_id).order_by(d.c.id).limit(limit).offset(offset)
     ).all()
     return [
-        DeliveryRecord(r.id, r.outbox_id, r.event_id, r.attempt, r.at, r.duration_ms, r.status_code, r.outcome, r.error)
+        DeliveryRecord(r.id, r.outbox_id, r.event_id, r.attempt, r.at, r.duration_ms, r.status_code, r.outcome,
+                       _status_line(r.error))
         for r in rows
     ]
+
+
+def _status_line(error: str | None) -> str | None:
+    """Attempts recorded by earlier versions kept the start of the receiver's answer after the status
+    (``HTTP 500: <body>``): show the status line only."""
+    if error is not None and error.startswith("HTTP ") and ":" in error:
+        return error.split(":", 1)[0]
+    return error
 
 
 def pending_count(session: Session) -> int:

@@ -111,3 +111,20 @@ def test_failed_delivery_keeps_the_status_line_not_the_answer(db) -> None:  # ty
         (attempt,) = list_deliveries(s, webhook_id=hook_id)
     assert attempt.status_code == 500 and attempt.error == "HTTP 500"
     assert BODY_MARKER.decode() not in (attempt.error or "")
+
+
+@BOTH
+def test_attempts_stored_by_earlier_versions_show_their_status_line_only(db) -> None:  # type: ignore[no-untyped-def]
+    from sapo_monitor.service.outbox.store import claim_due, record_attempt
+
+    with db.write() as s:
+        hook_id = create_webhook(s, url="https://93.184.216.34/x", format="json", min_severity="warning",
+                                 secret=None).id
+        enqueue_test_event(s, webhook=s.get(Webhook, hook_id))
+    with db.write() as s:
+        (claimed,) = claim_due(s, worker_id="old", now=9e9, lease_s=5.0)
+        record_attempt(s, claimed=claimed, worker_id="old", now=9e9, duration_ms=1.0, status_code=500,
+                       error="HTTP 500: " + BODY_MARKER.decode(), outcome="retry")
+    with db.read() as s:
+        (attempt,) = list_deliveries(s, webhook_id=hook_id)
+    assert attempt.error == "HTTP 500"
