@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from sapo_monitor.client.wire import CATALOGUE, LOG_RATIO_HIST_EDGES, LOG_RATIO_HIST_NAME
 
 from ..errors import BadRequest, ErrorOut
-from ..rules.queries import list_alerts
-from ..rules.store import cached_rules
+from ..storage.alert_queries import list_alerts
+from ..storage.rule_defs import cached_rules
 from ..storage.run_views import histogram_buckets, metric_names
 from .deps import AuthDep, DbDep
 from .responses import wire_value
@@ -22,7 +22,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["runs"])
 RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Run id chosen by the client.")]
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
 
 
 class MetricOut(BaseModel):
@@ -57,7 +57,7 @@ class AlertBandsOut(BaseModel):
 class HeatmapOut(BaseModel):
     run_id: str
     name: str
-    edges: list[float | str] = Field(description="The 43 bin edges of the log-ratio histogram.")
+    edges: list[float | str | None] = Field(description="The 43 bin edges of the log-ratio histogram.")
     bucket_steps: int = Field(description="Steps per bucket (1: one bucket per step).")
     start: list[int] = Field(description="First step of each bucket.")
     end: list[int] = Field(description="Last step of each bucket.")

@@ -15,7 +15,7 @@ class LinkSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAPO_MONITOR_", extra="ignore")
 
     public_url: str | None = Field(
-        None, description="The service's address as people open it (e.g. https://monitor.example.org): "
+        default=None, description="The service's address as people open it (e.g. https://monitor.example.org): "
         "webhook payloads then carry the run page's URL.")
 
     @field_validator("public_url")
