@@ -3,32 +3,98 @@
 Layout under ``<root>/<run_id>/``::
 
     run.json                      the run's RunSpec document (+ whether a final status is still to send)
+    open/<batch_id>.jsonl         the batch being gathered: one step record per line, appended within
+                                  the write-ahead bound (``Segment``); sealed into ``batches/`` when full
     batches/<batch_id>.json.gz    request bodies waiting to be sent, exactly as they will be POSTed
     rejected/<batch_id>.json.gz   bodies the service refused with a final 4xx (bad token, ...)
     rejected/<batch_id>.reason    why, in one line
 
 Batch ids sort in creation order (nanosecond time, pid, counter), so replay keeps the order steps were
 recorded in; the service upserts per (run, step), so a replayed batch never doubles a step. Writes are
-atomic (temporary file, then rename): a crash leaves either the whole batch or none of it.
+atomic (temporary file, then rename): a crash leaves either the whole batch or none of it. An open
+segment is appended with one ``write`` per round, so a killed process leaves whole lines (a torn last
+line, possible only on a machine crash, is skipped); the next process of the run, or an upload, seals
+the segments of processes that are gone (``recover_open``). Sealing writes the batch before it removes
+the segment, so a crash in between sends those steps twice, which the per-(run, step) upsert absorbs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import itertools
 import json
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sapo_monitor.client import wire
 from sapo_monitor.client.errors import SpoolError
 
-__all__ = ["Spool", "find_run_dirs"]
+__all__ = ["Segment", "Spool", "batch_body", "find_run_dirs", "record_line"]
 
 _BATCH_SUFFIX = ".json.gz"
+_OPEN_SUFFIX = ".jsonl"
 _counter = itertools.count()
+
+
+def record_line(record: wire.StepRecord) -> bytes:
+    """One step record as a line of an open segment (the same JSON it has in a batch body)."""
+    return json.dumps(record.to_wire(), separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def batch_body(lines: Iterable[bytes]) -> bytes:
+    """The gzip request body of these segment lines: what ``wire.encode_batch`` writes for their records,
+    assembled from the JSON already written (no second serialisation)."""
+    steps = b",".join(line.rstrip(b"\n") for line in lines)
+    return gzip.compress(b'{"schema":%d,"steps":[%s]}' % (wire.SCHEMA_VERSION, steps), compresslevel=5)
+
+
+def _new_batch_id() -> str:
+    return f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}"
+
+
+class Segment:
+    """The open batch of one process: ``append`` puts a round of lines on disk with one write."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.batch_id = _new_batch_id()
+        self.path = spool.dir / "open" / f"{self.batch_id}{_OPEN_SUFFIX}"
+        self._spool = spool
+        self._fd: int | None = None
+
+    def append(self, lines: list[bytes]) -> None:
+        try:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            data = b"".join(lines)
+            while data:  # a regular file takes it all at once; loop for the rare partial write
+                data = data[os.write(self._fd, data):]
+        except OSError as exc:
+            self.close()
+            raise SpoolError(f"cannot write {self.path}: {exc}") from exc
+
+    def seal(self, lines: list[bytes]) -> str:
+        """Store the whole batch under ``batches/`` (same id), then drop the open file."""
+        self.close()
+        self._spool.put(batch_body(lines), batch_id=self.batch_id)
+        self.discard()
+        return self.batch_id
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
 class Spool:
@@ -39,6 +105,10 @@ class Spool:
         self.run_id = self.dir.name
         self._batches = self.dir / "batches"
         self._rejected = self.dir / "rejected"
+        self._lock = threading.Lock()
+
+    def after_fork(self) -> None:
+        """A forked child gets its own lock (one held by a parent thread at fork time stays held)."""
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------- run spec
@@ -56,9 +126,34 @@ class Spool:
             raise SpoolError(f"cannot read {path}: {exc}") from exc
 
     # ------------------------------------------------------------------------------------ batches
-    def put(self, body: bytes) -> str:
+    def segment(self) -> Segment:
+        return Segment(self)
+
+    def recover_open(self) -> int:
+        """Seal the open segments of processes that are gone (killed mid-batch); returns how many."""
+        sealed = 0
+        for name in _names(self.dir / "open", _OPEN_SUFFIX):
+            batch_id = name[: -len(_OPEN_SUFFIX)]
+            if _pid_alive(batch_id):
+                continue  # another live process of this run (a fork, a second process) is appending
+            path = self.dir / "open" / name
+            try:
+                by_step: dict[Any, bytes] = {}  # a step recorded twice: the later line wins
+                for line in path.read_bytes().splitlines(keepends=True):
+                    step = _step_of(line)
+                    if step is not None:
+                        by_step[step] = line
+                if by_step:
+                    self.put(batch_body(by_step.values()), batch_id=batch_id)
+                path.unlink(missing_ok=True)
+                sealed += 1
+            except (OSError, SpoolError):
+                continue  # unreadable now: left for a later process or upload
+        return sealed
+
+    def put(self, body: bytes, *, batch_id: str | None = None) -> str:
         """Store one request body; returns its batch id."""
-        batch_id = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}"
+        batch_id = batch_id or _new_batch_id()
         self._atomic_write(self._batches / f"{batch_id}{_BATCH_SUFFIX}", body)
         return batch_id
 
@@ -94,11 +189,7 @@ class Spool:
 
     # ------------------------------------------------------------------------------------ helpers
     def _ids(self, folder: Path) -> list[str]:
-        try:
-            names = os.listdir(folder)
-        except OSError:  # not there (yet), or the spool cannot exist there at all
-            return []
-        return sorted(n[: -len(_BATCH_SUFFIX)] for n in names if n.endswith(_BATCH_SUFFIX))
+        return [n[: -len(_BATCH_SUFFIX)] for n in _names(folder, _BATCH_SUFFIX)]
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         with self._lock:
@@ -125,4 +216,38 @@ def find_run_dirs(path: Path) -> list[Path]:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "run.json").is_file() or (path / "batches").is_dir() or (path / "rejected").is_dir()
+    return (path / "run.json").is_file() or any((path / d).is_dir() for d in ("batches", "rejected", "open"))
+
+
+def _names(folder: Path, suffix: str) -> list[str]:
+    try:
+        names = os.listdir(folder)
+    except OSError:  # not there (yet), or the spool cannot exist there at all
+        return []
+    return sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
+
+
+def _pid_alive(batch_id: str) -> bool:
+    try:
+        pid = int(batch_id.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # our own open segments: a previous Delivery of this run in this process is closed
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _step_of(line: bytes) -> Any:
+    """The step of one segment line; None for a line torn by a machine crash mid-write."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None

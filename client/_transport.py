@@ -20,7 +20,9 @@ RETRYABLE_STATUS = frozenset({408, 429})
 class Transport(Protocol):
     def put_run(self, run_id: str, doc: dict[str, Any]) -> None: ...
 
-    def post_steps(self, run_id: str, body: bytes) -> None: ...
+    def post_steps(self, run_id: str, body: bytes) -> dict[str, Any] | None:
+        """POST one batch; returns the service's JSON answer (None when it is not a JSON object)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -41,28 +43,42 @@ class HttpTransport:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
-        self._client = client or httpx.Client(base_url=f"{self.server}/api/v1", timeout=timeout, headers=headers)
+        self._timeout = timeout
+        self._headers = headers
+        self._client = client or self._new_client()
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.server}/api/v1", timeout=self._timeout, headers=self._headers)
+
+    def after_fork(self) -> None:
+        """A forked child opens its own connections (the parent's sockets are not ours to use or close)."""
+        self._client = self._new_client()
 
     def put_run(self, run_id: str, doc: dict[str, Any]) -> None:
         self._send("PUT", f"/runs/{run_id}", json=doc)
 
-    def post_steps(self, run_id: str, body: bytes) -> None:
+    def post_steps(self, run_id: str, body: bytes) -> dict[str, Any] | None:
         headers = {"Content-Type": "application/json"}
         if body[:2] == b"\x1f\x8b":  # gzip magic: the spool stores bodies compressed
             headers["Content-Encoding"] = "gzip"
-        self._send("POST", f"/runs/{run_id}/steps", content=body, headers=headers)
+        response = self._send("POST", f"/runs/{run_id}/steps", content=body, headers=headers)
+        try:
+            doc = response.json()
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def close(self) -> None:
         self._client.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> None:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise TransportError(f"{method} {self.server}{path}: {type(exc).__name__}: {exc}", retryable=True) from exc
         retry = classify_status(response.status_code)
         if retry is None:
-            return
+            return response
         detail = response.text[:300].replace("\n", " ")
         raise TransportError(
             f"{method} {self.server}/api/v1{path}: HTTP {response.status_code}: {detail}",

@@ -1,9 +1,12 @@
 """Send a spool (an offline run, or what a run could not deliver) to the service, idempotently.
 
-Used by ``sapo-monitor upload DIR --server URL``. For each run folder: PUT the run's metadata, POST every
-stored batch in creation order (pending ones, then those the service once rejected), delete each batch
-once the service took it (unless ``keep``), then PUT the run's final status if one was recorded. The
-service upserts per (run, step), so uploading twice, or after a partial upload, never doubles a step.
+Used by ``sapo-monitor upload DIR --server URL``. For each run folder with something to send: PUT the
+run's metadata without a status (an existing run keeps its own: a second upload never flips a finished run
+back to running), POST every stored batch in creation order (pending ones, then those the service once
+rejected), delete each batch once the service took it (unless ``keep``), then PUT the run's final status
+if one is still to send. A folder with no batches and no pending status is left alone (no phantom runs).
+The service upserts per (run, step), so uploading twice, or after a partial upload, never doubles a step.
+Retryable failures wait by the client's one backoff policy (``_backoff``).
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sapo_monitor.client._backoff import Backoff
 from sapo_monitor.client._spool import Spool, find_run_dirs
 from sapo_monitor.client._transport import HttpTransport, Transport
 from sapo_monitor.client.errors import SpoolError, TransportError
 
 __all__ = ["UploadResult", "count_steps", "plan_upload", "upload_spool"]
 
-_ATTEMPTS = 4  # per batch, for retryable failures (service restarting...)
+_ATTEMPTS = 5  # per request, for retryable failures (service restarting...)
+_MAX_WAIT = 30.0  # seconds: the cap of one wait between attempts
 
 
 @dataclass
@@ -37,13 +42,26 @@ class UploadResult:
 
 
 def plan_upload(path: Path, *, include_rejected: bool = True) -> list[tuple[Spool, list[str]]]:
-    """The runs under ``path`` and the batch ids each would send, in order."""
+    """The runs under ``path`` with something to send, and the batch ids each would send, in order.
+
+    Open segments of processes that are gone (killed mid-batch) are sealed first, so they are sent too.
+    """
     plan = []
     for run_dir in find_run_dirs(path):
         spool = Spool(run_dir)
+        spool.recover_open()
         ids = spool.pending() + (spool.rejected() if include_rejected else [])
-        plan.append((spool, ids))
+        if ids or _status_pending(spool):
+            plan.append((spool, ids))
     return plan
+
+
+def _status_pending(spool: Spool) -> bool:
+    try:
+        meta = spool.read_run() or {}
+    except SpoolError:
+        return False
+    return bool(meta.get("status_pending"))
 
 
 def count_steps(body: bytes) -> int:
@@ -86,7 +104,8 @@ def _upload_run(spool: Spool, ids: list[str], transport: Transport, result: Uplo
         meta = {}
     spec = dict(meta.get("spec") or {})
     final_status = spec.pop("status", None)
-    if spec and not _call(lambda: transport.put_run(run_id, {**spec, "status": "running"}), result):
+    # No status here: a new run starts as running, an existing one keeps its status.
+    if spec and ids and not _call(lambda: transport.put_run(run_id, spec), result):
         return
     for batch_id in ids:
         try:
@@ -109,7 +128,8 @@ def _upload_run(spool: Spool, ids: list[str], transport: Transport, result: Uplo
             spool.write_run(doc)
 
 
-def _call(fn: Callable[[], None], result: UploadResult, what: str = "") -> bool:
+def _call(fn: Callable[[], object], result: UploadResult, what: str = "") -> bool:
+    backoff = Backoff(cap=_MAX_WAIT)
     for attempt in range(_ATTEMPTS):
         try:
             fn()
@@ -118,5 +138,5 @@ def _call(fn: Callable[[], None], result: UploadResult, what: str = "") -> bool:
             if not exc.retryable or attempt == _ATTEMPTS - 1:
                 result.errors.append(f"{what}: {exc}" if what else str(exc))
                 return False
-            time.sleep(exc.retry_after if exc.retry_after is not None else 0.5 * 2**attempt)
+            time.sleep(backoff.failed(exc.retry_after))
     return False

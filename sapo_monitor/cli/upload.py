@@ -35,15 +35,17 @@ def upload(
     Safe to repeat: the service keeps one record per (run, step), and sent batches leave the spool.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from sapo_monitor.client._spool import find_run_dirs
     from sapo_monitor.client.upload import count_steps, plan_upload, upload_spool
 
     console = Console(stderr=True)
-    plan = plan_upload(directory, include_rejected=include_rejected)
-    if not plan:
-        console.print(f"[yellow]No run spool found in {directory}[/yellow]")
+    if not find_run_dirs(directory):
+        console.print(f"[yellow]No run spool found in {escape(str(directory))}[/yellow]")
         raise typer.Exit(code=1)
+    plan = plan_upload(directory, include_rejected=include_rejected)
     total = sum(count_steps(spool.read(i)) for spool, ids in plan for i in ids)
     with Progress(TextColumn("[bold]uploading[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("steps"), TimeElapsedColumn(), console=console) as progress:
