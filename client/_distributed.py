@@ -122,13 +122,16 @@ class RankReducer:
         self.bytes_received = 0
         self.send_seconds = 0.0  # ranks > 0: time spent encoding and writing summaries
         self._queue: queue.Queue[_Step | None] = queue.Queue()
+        self._emitted = threading.Condition()
+        self._records: dict[int, wire.StepRecord] = {}  # the last few merged records, for wait_record
         self._thread: threading.Thread | None = None
         if self.rank == 0:
             self._thread = threading.Thread(target=self._run, name="sapo-monitor-reduce", daemon=True)
             self._thread.start()
 
-    def submit(self, step: int, when: float, summary: StepSummary, values: dict[str, float]) -> None:
-        """This rank's summary of the step (empty when it has nothing or its statistics failed)."""
+    def submit(self, step: int, when: float, summary: StepSummary, values: dict[str, float]) -> int:
+        """This rank's summary of the step (empty when it has nothing or its statistics failed); the step's
+        sequence number, for :meth:`wait_record`."""
         seq, self._seq = self._seq, self._seq + 1
         if self.rank != 0:
             t0 = time.perf_counter()
@@ -137,8 +140,15 @@ class RankReducer:
                 self.send_seconds += time.perf_counter() - t0
             except Exception as exc:
                 self._warn("rank-send", f"sapo-monitor: rank {self.rank} could not send step {step}: {exc}")
-            return
+            return seq
         self._queue.put(_Step(seq, step, when, summary, values, time.monotonic()))
+        return seq
+
+    def wait_record(self, seq: int, timeout: float) -> wire.StepRecord | None:
+        """Rank 0: the merged record of step ``seq`` once built (None after ``timeout`` seconds)."""
+        with self._emitted:
+            self._emitted.wait_for(lambda: seq in self._records, timeout)
+            return self._records.get(seq)
 
     def _run(self) -> None:
         while True:
@@ -181,6 +191,11 @@ class RankReducer:
         # Time spent merging, not waiting for peers that are still computing their step.
         self.reduce_seconds += time.perf_counter() - started - waited
         self._emit(record)
+        with self._emitted:
+            self._records[job.seq] = record
+            for old in [k for k in self._records if k <= job.seq - 8]:
+                del self._records[old]
+            self._emitted.notify_all()
 
     def flush(self, timeout: float) -> bool:
         """Rank 0: wait until every submitted step is reduced and emitted. True when done."""

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sapo_monitor.client import wire
+from sapo_monitor.client import _signals, wire
 from sapo_monitor.client._deferred import DeferredSteps, record_from_stats
 from sapo_monitor.client._delivery import Delivery
 from sapo_monitor.client._distributed import (
@@ -64,6 +64,8 @@ class Monitor:
             if exchange is not None and exchange.rank >= 0 else None
         # A process outside the data-parallel group (a model-parallel peer holding the same tokens): no-op.
         self._silent = delivery is None and self._reducer is None
+        # Data-parallel rank 0: end_step waits for (and returns) the merged record (TRL's log mirror).
+        self.wait_for_merged_record = False
         self._acc = StepAccumulator(stats_config)
         # stats_batch > 1: small steps keep copies of their tensors and are computed stats_batch at a time.
         self._deferred = DeferredSteps(stats_config, max_steps=stats_batch, max_wait=stats_batch_wait,
@@ -149,9 +151,7 @@ class Monitor:
             except (TypeError, ValueError) as exc:
                 self._warn_once(f"metric-{name}", f"sapo-monitor: metric {name!r} dropped: {exc}")
         if self._reducer is not None or self._silent:
-            if self._reducer is not None:
-                self._reduce_step(int(step), when, values)
-            return None
+            return self._reduce_step(int(step), when, values) if self._reducer is not None else None
         micro: list[dict[str, torch.Tensor]] = []
         if self._deferred is not None:
             micro, self._micro = self._micro, []
@@ -177,9 +177,10 @@ class Monitor:
         self._submit(record)
         return record
 
-    def _reduce_step(self, step: int, when: float, values: dict[str, float]) -> None:
+    def _reduce_step(self, step: int, when: float, values: dict[str, float]) -> wire.StepRecord | None:
         """Data-parallel: this rank's summary to the reducer; an empty one if it has none or failed, so
-        rank 0 is not left waiting for it."""
+        rank 0 is not left waiting for it. With ``wait_for_merged_record`` rank 0 returns the merged
+        record (waiting at most ``rank_timeout`` for its peers: adapters that mirror it need it now)."""
         assert self._reducer is not None
         micro: list[dict[str, torch.Tensor]] = []
         if self._deferred is not None:  # small steps: summaries a batch at a time, still in step order
@@ -188,7 +189,7 @@ class Monitor:
                 key = self._deferred.batch_key(micro[0]) if len(micro) == 1 else None
                 if key is not None:
                     self._deferred.add(step, when, micro[0], values, key)
-                    return
+                    return None
             except Exception as exc:
                 self._warn_once("deferred", f"sapo-monitor: step {step} of run {self.run_id} not batched: {exc}")
             self._compute_waiting()
@@ -203,7 +204,10 @@ class Monitor:
                                                            f"{self.run_id} failed: {exc}")
         finally:
             self._acc.reset()
-        self._reducer.submit(step, when, summary, values)
+        seq = self._reducer.submit(step, when, summary, values)
+        if self.wait_for_merged_record and self._reducer.rank == 0:
+            return self._reducer.wait_record(seq, self._reducer.timeout + 1.0)
+        return None
 
     def _submit(self, record: wire.StepRecord) -> None:
         if self._delivery is None:
@@ -219,6 +223,12 @@ class Monitor:
         if self._reducer is not None and not self._reducer.flush(timeout):
             return False
         return self._delivery.flush(timeout) if self._delivery is not None else True
+
+    def secure(self, timeout: float = 2.0) -> bool:
+        """Put every step ended so far on disk, without the network (SIGTERM's handler, ``_signals``).
+        True when all of them are there within ``timeout`` seconds."""
+        self._compute_waiting()
+        return self._delivery.spool_now(timeout) if self._delivery is not None else True
 
     def _compute_waiting(self) -> None:
         if self._deferred is not None:
@@ -352,9 +362,11 @@ def init(
     delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings)
     if transport is None:
         log.info("sapo-monitor: no server set; run %s is recorded offline in %s", run_id, spool.dir)
-    return Monitor(run_id=run_id, spec=spec, delivery=delivery, stats_config=stats_config or StatsConfig(),
-                   strict=strict, stats_batch=batch, stats_batch_wait=settings.flush_interval, exchange=exchange,
-                   rank_timeout=rank_timeout)
+    monitor = Monitor(run_id=run_id, spec=spec, delivery=delivery, stats_config=stats_config or StatsConfig(),
+                      strict=strict, stats_batch=batch, stats_batch_wait=settings.flush_interval, exchange=exchange,
+                      rank_timeout=rank_timeout)
+    _signals.install(monitor)  # SIGTERM puts every ended step on disk, then goes on as before
+    return monitor
 
 
 def _settings_from_env() -> ClientSettings:

@@ -102,6 +102,8 @@ def attach_trl(
         },
         **init_kwargs,
     )
+    # Data-parallel: rank 0's end_step returns the record merged over every rank, for the mirrored keys.
+    monitor.wait_for_merged_record = mirror_to_trainer_logs
     _ADAPTERS[trainer] = TRLAdapter(trainer, monitor, mirror_to_trainer_logs=mirror_to_trainer_logs).install()
     return monitor
 
