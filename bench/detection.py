@@ -1,0 +1,167 @@
+"""Detection on a labelled corpus of real runs: build it (cached), replay it through the rules, score it.
+
+    .venv/bin/python bench/detection.py                  # build what is missing, then the table
+    .venv/bin/python bench/detection.py --seeds 5 --steps 120 --jobs 2 --cache build/detection-corpus
+    .venv/bin/python bench/detection.py --no-build       # score the cached runs only
+
+The corpus (bench/detection_corpus.py says what is in it and how collapses are labelled) is a folder
+of client spools plus ``labels.json``; runs already there are not trained again. The table compares
+the rules in this checkout (``current``) with the pack before issue 12 (``baseline``) on the same runs:
+per failure kind, detected / total (a critical alert within 30 steps of onset), median and worst delay,
+the first warning's step relative to onset and to the critical, alerts more than 10 steps before onset,
+notifications per run; on healthy runs, critical alerts, warnings per 1,000 steps and warning incidents.
+Targets (issue 12) are checked at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from detection_corpus import (  # noqa: E402
+    Label,
+    RunPlan,
+    default_cache,
+    plan_corpus,
+    read_labels,
+    read_steps,
+    record_run,
+    write_labels,
+)
+from detection_replay import Outcome, Pack, load_baseline, load_current, replay, score  # noqa: E402
+
+
+def _record(plan: RunPlan, cache: str) -> Label:
+    return record_run(plan, Path(cache))
+
+
+def build(cache: Path, plans: list[RunPlan], jobs: int) -> dict[str, Label]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cache.mkdir(parents=True, exist_ok=True)
+    labels = read_labels(cache)
+    todo = [p for p in plans if p.run_id not in labels]
+    if not todo:
+        return labels
+    ctx = multiprocessing.get_context("spawn")
+    with Progress(TextColumn("corpus"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                  TimeElapsedColumn()) as bar, cf.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        task = bar.add_task("runs", total=len(todo), last="")
+        futures = {pool.submit(_record, p, str(cache)): p for p in todo}
+        for fut in cf.as_completed(futures):
+            lab = fut.result()
+            labels[lab.run_id] = lab
+            write_labels(cache, list(labels.values()))  # after every run: an interrupted build resumes
+            bar.update(task, advance=1, last=f"{lab.run_id}: {lab.kind}")
+    return labels
+
+
+def outcomes(pack: Pack, cache: Path, labels: dict[str, Label]) -> list[Outcome]:
+    out = []
+    for run_id, lab in sorted(labels.items()):
+        steps = read_steps(cache / "spool" / run_id)
+        out.append(Outcome(lab.kind, len(steps), lab.onset, replay(pack, run_id, steps)))
+    return out
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def print_tables(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    names = list(results)
+    first = results[names[0]]
+    console = Console(width=200)
+    fail = Table(title="failing runs: baseline | current")
+    cols = [("detected", "detected/runs"), ("median_delay", "median delay"), ("worst_delay", "worst delay"),
+            ("warning_vs_onset", "warning-onset"), ("lead_vs_critical", "critical-warning"),
+            ("alerts_before_onset", "alerts <onset-10"), ("notifications_per_run", "notif./run")]
+    fail.add_column("kind")
+    for _, title in cols:
+        fail.add_column(title, justify="right")
+    for kind in [k for k in first if k != "healthy"]:
+        row = []
+        for key, _ in cols:
+            cells = []
+            for n in names:
+                r = results[n][kind]
+                cells.append(f"{r['detected']}/{r['runs']}" if key == "detected" else _cell(r[key]))
+            row.append(" | ".join(cells))
+        fail.add_row(kind, *row)
+    console.print(fail)
+    healthy = Table(title="healthy runs: baseline | current")
+    hcols = ["runs", "runs_with_critical", "criticals", "warnings_per_1k_steps", "max_warning_incidents",
+             "notifications_per_run"]
+    for c in hcols:
+        healthy.add_column(c.replace("_", " "), justify="right")
+    healthy.add_row(*(" | ".join(_cell(results[n]["healthy"][c]) for n in names) for c in hcols))
+    console.print(healthy)
+
+
+def check_targets(name: str, table: dict[str, dict[str, Any]]) -> list[str]:
+    """The issue's targets this pack misses (empty: all met). Incidents are approximated per run."""
+    missed = []
+    for kind, r in table.items():
+        if kind in ("healthy", "all failing") or not r["runs"]:
+            continue
+        if r["detected"] < 0.95 * r["runs"]:
+            missed.append(f"{kind}: detected {r['detected']}/{r['runs']} < 95%")
+    lead = table["all failing"]["lead_vs_critical"]
+    if lead is None or lead < 0:
+        missed.append(f"median precursor lead vs critical {lead}")
+    h = table["healthy"]
+    if h["criticals"]:
+        missed.append(f"{h['criticals']} critical alerts on {h['runs_with_critical']} healthy runs")
+    if h["max_warning_incidents"] > 1:
+        missed.append(f"a healthy run has {h['max_warning_incidents']} warning incidents")
+    if (table["all failing"]["notifications_per_run"] or 0) > 3:
+        missed.append(f"{table['all failing']['notifications_per_run']:.1f} notifications per failing run")
+    return missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", type=Path, default=default_cache(),
+                    help="corpus folder (default: build/detection-corpus in the repo, git-ignored)")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds per preset x algorithm and per fault (5)")
+    ap.add_argument("--steps", type=int, default=120, help="optimizer steps per run (120)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs trained in parallel, one CPU thread each (2)")
+    ap.add_argument("--no-build", action="store_true", help="score the cached runs only")
+    ap.add_argument("--only", choices=["baseline", "current"], help="score one pack only")
+    args = ap.parse_args(argv)
+    if args.no_build:
+        labels = read_labels(args.cache)
+    else:
+        labels = build(args.cache, plan_corpus(args.seeds, args.steps), args.jobs)
+    if not labels:
+        print(f"no runs in {args.cache}", file=sys.stderr)
+        return 1
+    kinds: dict[str, int] = {}
+    for lab in labels.values():
+        kinds[lab.kind] = kinds.get(lab.kind, 0) + 1
+    print(f"corpus {args.cache}: {len(labels)} runs ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})")
+    packs = [p for p in (load_baseline, load_current) if args.only is None or p.__name__.endswith(args.only)]
+    results = {}
+    for loader in packs:
+        pack = loader()
+        results[pack.name] = score(outcomes(pack, args.cache, labels))
+    print_tables(results)
+    for name, table in results.items():
+        missed = check_targets(name, table)
+        print(f"{name}: " + ("all targets met" if not missed else "targets missed: " + "; ".join(missed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Replay corpus runs through a rule pack's pure evaluation and score what fired against the labels.
+
+Two packs side by side: ``current`` (the service's built-in rules as they are in this checkout,
+``sapo_monitor.service.rules``) and ``baseline`` (the pack before issue 12: the modules of
+``service/rules`` at the commit in ``detection_baseline_rules.json``, loaded from git into a private
+package, so later changes to the rules cannot change the baseline). No database: the evaluator is the
+same pure ``evaluate_batch`` the service calls on ingest, fed the spooled records in delivery batches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = ["Outcome", "Pack", "load_baseline", "load_current", "replay", "score"]
+
+BENCH = Path(__file__).resolve().parent
+WINDOW = 30  # a critical alert within this many steps of onset counts as a detection
+INCIDENT_GAP = 30  # warnings of one run less than this many steps apart count as one incident
+
+
+@dataclass
+class Pack:
+    name: str
+    rules: Sequence[Any]
+    evaluate_batch: Callable[..., list[Any]]
+    new_state: Callable[[], Any]
+    step_input: Callable[..., Any]
+
+
+def _pack_from(name: str, builtin: ModuleType, evaluate: ModuleType) -> Pack:
+    return Pack(name, list(builtin.BUILTIN_RULES), evaluate.evaluate_batch, evaluate.RunRuleState,
+                evaluate.StepInput)
+
+
+def load_current() -> Pack:
+    evaluate = importlib.import_module("sapo_monitor.service.rules.evaluate")
+    builtin = importlib.import_module("sapo_monitor.service.rules.builtin")
+    return _pack_from("current", builtin, evaluate)
+
+
+def load_baseline() -> Pack:
+    """The pre-issue-12 pack, from git (the repository this bench lives in)."""
+    meta = json.loads((BENCH / "detection_baseline_rules.json").read_text())
+    commit, pkg = meta["commit"], f"detection_baseline_{meta['commit']}"
+    root = Path(tempfile.mkdtemp(prefix="sapo-baseline-rules-"))
+    (root / pkg).mkdir()
+    (root / pkg / "__init__.py").write_text("")
+    for module in ("model", "kinds", "evaluate", "builtin"):
+        src = subprocess.run(["git", "-C", str(BENCH.parent), "show", f"{commit}:service/rules/{module}.py"],
+                             check=True, capture_output=True, text=True).stdout
+        (root / pkg / f"{module}.py").write_text(src)
+    sys.path.insert(0, str(root))
+    try:
+        evaluate = importlib.import_module(f"{pkg}.evaluate")
+        builtin = importlib.import_module(f"{pkg}.builtin")
+    finally:
+        sys.path.remove(str(root))
+    pack = _pack_from("baseline", builtin, evaluate)
+    got = {r.id: dict(r.params) for r in pack.rules}
+    want = {r["id"]: r["params"] for r in meta["rules"]}
+    if got.keys() != want.keys():
+        raise RuntimeError(f"baseline pack at {commit} differs from detection_baseline_rules.json")
+    return pack
+
+
+@dataclass
+class Fired:
+    rule: str
+    severity: str
+    start: int
+    end: int | None  # step it resolved at (None: still firing at the end)
+
+
+def replay(pack: Pack, run_id: str, steps: Sequence[dict[str, Any]], batch: int = 32) -> list[Fired]:
+    """Evaluate ``pack`` over a run's wire step documents; the alerts that fired (pending ones never notify)."""
+    from sapo_monitor.client.wire import decode_float
+
+    state = pack.new_state()
+    open_: dict[str, Fired] = {}
+    out: list[Fired] = []
+    inputs = [pack.step_input(step=int(d["step"]), time=d.get("time"),
+                              metrics={k: decode_float(v) for k, v in d.get("metrics", {}).items()}) for d in steps]
+    for i in range(0, len(inputs), batch):
+        for t in pack.evaluate_batch(pack.rules, state, run_id, inputs[i : i + batch]):
+            if t.to_state == "firing":
+                f = open_[t.alert_id] = Fired(t.rule_id, t.severity, t.step, None)
+                out.append(f)
+            elif t.to_state == "resolved" and t.alert_id in open_:
+                open_.pop(t.alert_id).end = t.step
+    return out
+
+
+@dataclass
+class Outcome:
+    """Per run: what the pack did relative to the label."""
+
+    kind: str
+    steps: int
+    onset: int | None
+    alerts: list[Fired] = field(default_factory=list)
+
+    def criticals(self) -> list[Fired]:
+        return [a for a in self.alerts if a.severity == "critical"]
+
+    def detection_delay(self) -> int | None:
+        """Steps from onset to the first critical firing in [onset, onset + WINDOW] (0 if one was open)."""
+        assert self.onset is not None
+        best: int | None = None
+        for a in self.criticals():
+            if a.start <= self.onset + WINDOW and (a.end is None or a.end >= self.onset):
+                d = max(0, a.start - self.onset)
+                best = d if best is None else min(best, d)
+        return best
+
+    def first_warning(self) -> int | None:
+        """First warning firing from 10 steps before the onset on (earlier ones are noise, counted apart)."""
+        assert self.onset is not None
+        starts = [a.start for a in self.alerts if a.severity == "warning" and a.start >= self.onset - 10]
+        return min(starts) if starts else None
+
+    def before_onset(self) -> int:
+        assert self.onset is not None
+        return sum(a.start < self.onset - 10 for a in self.alerts)
+
+    def notifications(self) -> int:
+        """Webhook notifications under per-transition delivery: one per firing, one per resolution."""
+        return sum(1 + (a.end is not None) for a in self.alerts)
+
+    def warning_incidents(self) -> int:
+        starts = sorted(a.start for a in self.alerts if a.severity == "warning")
+        return sum(1 for i, s in enumerate(starts) if i == 0 or s - starts[i - 1] >= INCIDENT_GAP)
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def score(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
+    """The bench's figures per failure kind, over all failing runs (``all failing``), and on healthy runs."""
+    table: dict[str, dict[str, Any]] = {}
+    failing = [o for o in outcomes if o.kind != "healthy"]
+    for kind in sorted({o.kind for o in failing}) + ["all failing"]:
+        runs = failing if kind == "all failing" else [o for o in failing if o.kind == kind]
+        delays = [d for o in runs if (d := o.detection_delay()) is not None]
+        leads, crit_leads = [], []
+        for o in runs:
+            w = o.first_warning()
+            if w is None:
+                continue
+            leads.append(w - o.onset)  # type: ignore[operator]
+            d = o.detection_delay()
+            if d is not None:
+                crit_leads.append(o.onset + d - w)  # type: ignore[operator]
+        table[kind] = {
+            "runs": len(runs),
+            "detected": len(delays),
+            "median_delay": _median([float(d) for d in delays]),
+            "worst_delay": max(delays) if delays else None,
+            "warning_vs_onset": _median([float(x) for x in leads]),
+            "lead_vs_critical": _median([float(x) for x in crit_leads]),
+            "alerts_before_onset": sum(o.before_onset() for o in runs),
+            "notifications_per_run": statistics.mean(o.notifications() for o in runs) if runs else None,
+            "max_notifications": max((o.notifications() for o in runs), default=None),
+        }
+    healthy = [o for o in outcomes if o.kind == "healthy"]
+    steps = sum(o.steps for o in healthy)
+    table["healthy"] = {
+        "runs": len(healthy),
+        "runs_with_critical": sum(bool(o.criticals()) for o in healthy),
+        "criticals": sum(len(o.criticals()) for o in healthy),
+        "warnings_per_1k_steps": 1000 * sum(len(o.alerts) - len(o.criticals()) for o in healthy) / max(1, steps),
+        "max_warning_incidents": max((o.warning_incidents() for o in healthy), default=0),
+        "notifications_per_run": statistics.mean(o.notifications() for o in healthy) if healthy else None,
+    }
+    return table
