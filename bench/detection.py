@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detection_corpus import (  # noqa: E402
+from detection_corpus import (
     Label,
     RunPlan,
     default_cache,
@@ -34,7 +34,7 @@ from detection_corpus import (  # noqa: E402
     record_run,
     write_labels,
 )
-from detection_replay import Outcome, Pack, load_baseline, load_current, replay, score  # noqa: E402
+from detection_replay import Outcome, Pack, load_baseline, load_current, replay, score
 
 
 def _record(plan: RunPlan, cache: str) -> Label:

@@ -132,7 +132,6 @@ def hindsight_onset(rewards: Sequence[float], entropies: Sequence[float]) -> int
 def record_run(plan: RunPlan, cache: Path) -> Label:
     """Train one planned run with the client attached to a spool under ``cache``; its label."""
     import torch
-
     from sapo_monitor.client import attach
     from sapo_monitor.trainer import Trainer, make_config
 

@@ -149,7 +149,7 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
     """The bench's figures per failure kind, over all failing runs (``all failing``), and on healthy runs."""
     table: dict[str, dict[str, Any]] = {}
     failing = [o for o in outcomes if o.kind != "healthy"]
-    for kind in sorted({o.kind for o in failing}) + ["all failing"]:
+    for kind in [*sorted({o.kind for o in failing}), "all failing"]:
         runs = failing if kind == "all failing" else [o for o in failing if o.kind == kind]
         delays = [d for o in runs if (d := o.detection_delay()) is not None]
         leads, crit_leads = [], []
