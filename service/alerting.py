@@ -1,4 +1,5 @@
-"""Rules on ingest: evaluate a stored batch and write alerts, transitions and outbox rows.
+"""Alerting on ingest: evaluate a stored batch with the (pure) rules and write alerts, transitions and
+outbox rows. Called by :mod:`.ingestion` (the use case) and :mod:`.silence_check` (the periodic check).
 
 Runs inside the transaction that stored the steps, after the run row was locked (ingest into one run
 is serialised), so alerts commit or roll back with the steps. Per batch: one read of the rule
@@ -16,18 +17,18 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from ..outbox.payloads import AlertEvent, render
-from ..outbox.store import enqueue_rows, outbox_row
-from ..outbox.webhooks import enabled_webhooks
-from ..storage.alert_models import Alert, AlertTransition
-from ..storage.models import Project, Run
-from ..storage.rule_state import load_state, save_state
-from ..ui.links import run_page_url
-from .evaluate import FIRING, PENDING, RESOLVED, StepInput, Transition, evaluate_batch
-from .model import Rule
-from .store import cached_rules
+from .outbox.payloads import AlertEvent, render
+from .outbox.store import enqueue_rows, outbox_row
+from .outbox.webhooks import enabled_webhooks
+from .rules.evaluate import FIRING, PENDING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
+from .rules.model import Rule
+from .storage.alert_models import Alert, AlertTransition
+from .storage.models import Project, Run
+from .storage.rule_defs import cached_rules
+from .storage.rule_state import load_state, save_state
+from .ui.links import run_page_url
 
-__all__ = ["RunRef", "apply_transitions", "evaluate_run_steps"]
+__all__ = ["Evaluation", "FiringAlert", "RunRef", "apply_transitions", "evaluate_run_steps", "firing_in", "project_name"]
 
 _project_names: dict[tuple[str, int], str] = {}
 
@@ -50,13 +51,36 @@ def project_name(session: Session, project_id: int) -> str | None:
     return name
 
 
-def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput], *, now: float | None = None) -> list[Transition]:
-    """Evaluate the run's rules over newly stored steps and persist the outcome; the transitions."""
+@dataclass(frozen=True)
+class FiringAlert:
+    """An alert of the run that is firing after a batch (from the run's rule state: no query)."""
+
+    alert_id: str
+    rule: str
+    severity: str
+
+
+@dataclass
+class Evaluation:
+    transitions: list[Transition]
+    firing: list[FiringAlert]
+
+
+def firing_in(state: RunRuleState) -> list[FiringAlert]:
+    return [FiringAlert(lc["a"], rid, lc.get("sev", "warning")) for rid, lc in state.rules.items()
+            if lc.get("s") == FIRING and lc.get("a")]
+
+
+def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput], *, now: float | None = None) -> Evaluation:
+    """Evaluate the run's rules over newly stored steps and persist the outcome.
+
+    Returns the transitions written and the run's alerts firing afterwards.
+    """
     now = time.time() if now is None else now
     steps = list(steps)
     state, exists = load_state(session, run.pk)
     if state.last_step is not None and all(s.step <= state.last_step for s in steps):
-        return []  # a replayed or late batch: nothing new to evaluate
+        return Evaluation([], firing_in(state))  # a replayed or late batch: nothing new to evaluate
     project = project_name(session, run.project_id)
     rules = [r for r in cached_rules(session) if r.applies_to(project, run.run_id)]
     transitions = evaluate_batch(rules, state, run.run_id, steps)
@@ -67,7 +91,7 @@ def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput]
     save_state(session, run.pk, state, exists, now)
     if transitions:
         apply_transitions(session, run, project, {r.id: r for r in rules}, transitions, now=now)
-    return transitions
+    return Evaluation(transitions, firing_in(state))
 
 
 def _notifiable(t: Transition) -> bool:

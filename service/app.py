@@ -28,7 +28,7 @@ from .body_limits import BodyLimits
 from .errors import ErrorOut, install_handlers
 from .metrics import ServiceMetrics, StoredStateCollector, exposition
 from .outbox.health import worker_source
-from .rules import hooks
+from . import alerting_runtime
 from .settings import Settings
 from .storage.db import Database, db_timeouts
 from .storage.migrate import ensure_schema
@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.migrate_on_start:
                 await run_in_threadpool(ensure_schema, db.engine)
             app.state.db = db
-            async with hooks.lifespan(app):  # webhook delivery and silence checks
+            async with alerting_runtime.lifespan(app):  # webhook delivery and silence checks
                 yield
         finally:
             db.dispose()
@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth on, a ``read`` or ``admin`` token sees its own project's runs."""
         principal.require("read", None)
         collector = StoredStateCollector(db, window=cfg.active_window.total_seconds(), project=principal.project,
-                                         sources=[hooks.metric_families, delivery_worker_metrics])
+                                         sources=[alerting_runtime.metric_families, delivery_worker_metrics])
         body = await run_in_threadpool(exposition, service_metrics, collector)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..storage.alert_models import Alert
-from ..storage.models import Run
-from ..storage.rule_state import load_state, save_state
-from .apply import RunRef, apply_transitions, project_name
-from .evaluate import FIRING, RESOLVED, Transition, fresh_state, new_id
-from .kinds import KINDS
-from .store import list_rules
+from .alerting import RunRef, apply_transitions, project_name
+from .rules.detectors import KINDS
+from .rules.evaluate import FIRING, RESOLVED, Transition, fresh_state, new_id
+from .storage.alert_models import Alert
+from .storage.models import Run
+from .storage.rule_defs import list_rules
+from .storage.rule_state import load_state, save_state
 
 __all__ = ["check_silent_runs"]
 

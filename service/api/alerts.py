@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from ..errors import ErrorOut, NotFound
-from ..rules.queries import AlertInfo, list_alerts, run_transitions
+from ..storage.alert_queries import AlertInfo, list_alerts, run_transitions
 from ..storage.runs import get_run
 from .deps import AuthDep, DbDep
 from .schemas import NAME_PATTERN, RUN_ID_PATTERN

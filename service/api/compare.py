@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..auth import Principal
 from ..errors import BadRequest, ErrorOut, NotFound
-from ..rules.queries import first_alert_steps
+from ..storage.alert_queries import first_alert_steps
 from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
 from ..storage.db import Database
 from ..storage.run_views import fetch_many

@@ -11,11 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ..decode import StepIn, decode_body, decode_json, parse_steps
 from ..errors import ErrorOut, Forbidden, PayloadTooLarge
+from ..ingestion import IngestResult, ingest_steps
 from ..storage.runs import RunUpdate, ensure_project, get_run, put_run
-from ..storage.steps import store_steps
 from .deps import AuthDep, DbDep, SettingsDep
 from .runs import run_out
-from .schemas import RUN_ID_PATTERN, IngestOut, RunIn, RunOut
+from .schemas import RUN_ID_PATTERN, FiringAlertOut, IngestOut, RunIn, RunOut
 
 __all__ = ["router"]
 
@@ -132,22 +132,25 @@ async def post_steps(run_id: RunIdPath, request: Request, db: DbDep, settings: S
     now = time.time()
     project = principal.project or "default"
     records: list[StepIn] = []
+    evaluate_rules = getattr(request.app.state, "rules_enabled", True)
 
-    def store() -> None:  # parsing too runs off the event loop: a large batch takes a while
+    def store() -> IngestResult:  # parsing too runs off the event loop: a large batch takes a while
         raw_json = decode_body(raw, encoding, max_decoded=settings.max_decoded_bytes)
         records.extend(parse_steps(decode_json(raw_json), now=now, known_names=request.app.state.metric_names))
         with db.write() as session:
             pid = ensure_project(session, project, cache=db.project_ids)
-            run = store_steps(session, run_id=run_id, project_id=pid, records=records, now=now,
-                              any_project=principal.project is None)
-            if run.project_id != pid and principal.project is not None:
+            result = ingest_steps(session, run_id=run_id, project_id=pid, records=records, now=now,
+                                  any_project=principal.project is None, evaluate_rules=evaluate_rules)
+            if not result.stored:
                 raise Forbidden(f"run {run_id!r} belongs to another project", ["path", "run_id"])
+            return result
 
-    await run_in_threadpool(store)
+    result = await run_in_threadpool(store)
     request.app.state.service_metrics.ingest_records.inc(len(records))
     return IngestOut(
         run_id=run_id,
         accepted=len(records),
         first_step=records[0].step if records else None,
         last_step=records[-1].step if records else None,
+        alerts=[FiringAlertOut(id=a.alert_id, rule=a.rule, severity=a.severity) for a in result.firing],
     )

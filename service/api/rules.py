@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadRequest, ErrorOut, Forbidden, NotFound, ServiceError
 from ..rules.builtin import BUILTIN_IDS
-from ..rules.kinds import KINDS
+from ..rules.detectors import KINDS
 from ..rules.model import Rule, RuleValidationError
-from ..rules.store import RuleConflict, create_rule, delete_rule, get_rule, list_rules, replace_rule
+from ..storage.rule_defs import RuleConflict, create_rule, delete_rule, get_rule, list_rules, replace_rule
 from .deps import AuthDep, DbDep
 
 __all__ = ["Conflict", "router"]

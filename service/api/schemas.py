@@ -63,11 +63,20 @@ class RunPageOut(BaseModel):
     offset: int
 
 
+class FiringAlertOut(BaseModel):
+    id: str = Field(description="Alert id (GET /alerts).")
+    rule: str
+    severity: str = Field(description="warning or critical.")
+
+
 class IngestOut(BaseModel):
     run_id: str
     accepted: int = Field(description="Step records stored (duplicates within the batch counted once).")
     first_step: int | None
     last_step: int | None
+    alerts: list[FiringAlertOut] = Field(
+        default_factory=list, description="The run's alerts firing once this batch was evaluated (no polling)."
+    )
 
 
 class SeriesPoints(BaseModel):

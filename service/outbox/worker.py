@@ -158,7 +158,7 @@ class DeliveryWorker:
         return sum(done)
 
     def check_silence(self) -> int:
-        from ..rules.silence import check_silent_runs
+        from ..silence_check import check_silent_runs
 
         with self.db.write() as session:
             return len(check_silent_runs(session, now=time.time()))

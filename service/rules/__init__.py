@@ -4,8 +4,8 @@ Storage-free on purpose: :mod:`.store` and :mod:`.hooks` connect this to the dat
 """
 
 from .builtin import BUILTIN_IDS, BUILTIN_RULES, builtin_rule
+from .detectors import CUSTOM_KINDS, KINDS, Kind, validate_params
 from .evaluate import Condition, RunRuleState, StepInput, Transition, advance, evaluate, evaluate_batch
-from .kinds import CUSTOM_KINDS, KINDS, Kind, validate_params
 from .model import SEVERITIES, Param, Rule, RuleValidationError, severity_rank
 
 __all__ = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kinds import KINDS, validate_params
+from .detectors import KINDS, validate_params
 from .model import Rule
 
 __all__ = ["BUILTIN_IDS", "BUILTIN_RULES", "builtin_rule"]

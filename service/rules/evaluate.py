@@ -22,7 +22,7 @@ from typing import Any
 
 from sapo_monitor.client.wire import encode_float
 
-from .kinds import KINDS, QuietFn, StepFn
+from .detectors import KINDS, QuietFn, StepFn
 from .model import Rule
 
 __all__ = [

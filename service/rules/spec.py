@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .builtin import builtin_rule
-from .kinds import KINDS, validate_params
+from .detectors import KINDS, validate_params
 from .model import RULE_ID_RE, SEVERITIES, Rule, RuleValidationError
 
 __all__ = ["FIELDS", "apply_override", "build_rule"]

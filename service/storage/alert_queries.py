@@ -11,8 +11,8 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..storage.alert_models import Alert, AlertTransition, RuleState
-from ..storage.models import Project, Run
+from .alert_models import Alert, AlertTransition, RuleState
+from .models import Project, Run
 
 __all__ = [
     "AlertInfo",

@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ..storage.alert_models import AlertRule
-from ..storage.read_cache import ReadCache
-from .builtin import BUILTIN_IDS, BUILTIN_RULES
-from .model import Rule, RuleValidationError
-from .spec import apply_override, build_rule
+from ..rules.builtin import BUILTIN_IDS, BUILTIN_RULES
+from ..rules.model import Rule, RuleValidationError
+from ..rules.spec import apply_override, build_rule
+from .alert_models import AlertRule
+from .read_cache import ReadCache
 
 __all__ = [
     "RuleConflict",

@@ -1,9 +1,8 @@
 """Storing a batch of steps: one transaction, idempotent per (run, step).
 
 Order inside the transaction: lock the run (creating it if new, widening its step range), upsert
-the step rows in one statement, merge (or recompute) the touched rollup blocks, then hand the batch to
-the rules hook (:func:`sapo_monitor.service.rules.hooks.on_steps_stored`) so alerts and their outbox
-rows commit or roll back together with the steps.
+the step rows in one statement, merge (or recompute) the touched rollup blocks. Rules run after it in the same transaction
+(:mod:`sapo_monitor.service.ingestion`), so alerts and their outbox rows commit or roll back with the steps.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..decode import StepIn
-from ..rules import hooks
 from .bulk import upsert_rows
 from .rollups import refresh_blocks
 from .rows import STEP_COLUMN_NAMES, encode_rows
@@ -25,7 +23,7 @@ __all__ = ["IngestedRun", "any_stored", "store_steps"]
 
 @dataclass(frozen=True)
 class IngestedRun:
-    """The run a batch went into, as the rules hook sees it."""
+    """The run a batch went into."""
 
     pk: int
     run_id: str
@@ -64,5 +62,4 @@ def store_steps(
     rows = encode_rows(run_pk, records)
     upsert_rows(session, "steps", STEP_COLUMN_NAMES, ("run_pk", "step"), rows)
     refresh_blocks(session, run_pk=run_pk, records=records, fresh=fresh, rows=rows)
-    hooks.on_steps_stored(session, run, records)
     return run

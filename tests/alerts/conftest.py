@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 from sapo_monitor.service.decode import StepIn
+from sapo_monitor.service.ingestion import ingest_steps
 from sapo_monitor.service.storage import migrate
 from sapo_monitor.service.storage.db import Database
 from sapo_monitor.service.storage.runs import ensure_project
-from sapo_monitor.service.storage.steps import store_steps
 
 from tests.support.postgres import pg_database
 
@@ -46,4 +46,4 @@ def ingest(db: Database, run_id: str, trace, *, project: str = "p") -> None:  # 
     records = [StepIn(step=s, time=now, metrics=m) for s, m in sorted(trace, key=lambda x: x[0])]
     with db.write() as session:
         pid = ensure_project(session, project)
-        store_steps(session, run_id=run_id, project_id=pid, records=records, now=now)
+        ingest_steps(session, run_id=run_id, project_id=pid, records=records, now=now)

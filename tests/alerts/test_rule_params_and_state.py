@@ -8,8 +8,8 @@ import math
 import pytest
 from sapo_monitor.service.rules.evaluate import RunRuleState
 from sapo_monitor.service.rules.model import RuleValidationError
-from sapo_monitor.service.rules.queries import list_alerts
-from sapo_monitor.service.rules.store import create_rule, replace_rule
+from sapo_monitor.service.storage.alert_queries import list_alerts
+from sapo_monitor.service.storage.rule_defs import create_rule, replace_rule
 from sapo_monitor.service.storage.rule_state import decode_state, encode_state
 from sqlalchemy import text
 

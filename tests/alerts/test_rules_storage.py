@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sapo_monitor.service.rules.queries import first_alert_steps, list_alerts, run_transitions
-from sapo_monitor.service.rules.store import replace_rule
 from sapo_monitor.service.storage.alert_models import RuleState
+from sapo_monitor.service.storage.alert_queries import first_alert_steps, list_alerts, run_transitions
 from sapo_monitor.service.storage.models import Run
+from sapo_monitor.service.storage.rule_defs import replace_rule
 from sqlalchemy import func, select
 
 from tests.alerts.conftest import BOTH, ingest
@@ -65,8 +65,8 @@ def test_disabling_a_rule_resolves_its_alert(db) -> None:  # type: ignore[no-unt
 
 @BOTH
 def test_pending_alerts_are_stored_only_once_they_fire(db) -> None:  # type: ignore[no-untyped-def]
-    from sapo_monitor.service.rules.store import create_rule
     from sapo_monitor.service.storage.alert_models import Alert, AlertTransition
+    from sapo_monitor.service.storage.rule_defs import create_rule
 
     with db.write() as s:
         create_rule(s, doc={"id": "x-high", "kind": "threshold", "for_steps": 3,
@@ -91,7 +91,7 @@ def test_pending_alerts_are_stored_only_once_they_fire(db) -> None:  # type: ign
 def test_metric_families_export_firing_alerts_of_active_runs(db) -> None:  # type: ignore[no-untyped-def]
     import time
 
-    from sapo_monitor.service.rules.hooks import metric_families
+    from sapo_monitor.service.alerting_runtime import metric_families
 
     ingest(db, "c", collapse_trace())
 
@@ -108,9 +108,9 @@ def test_metric_families_export_firing_alerts_of_active_runs(db) -> None:  # typ
 def test_project_scope_holds_across_databases_in_one_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Project ids repeat across databases: id 1 is "a" in the first and "b" in the second. A cache of
     # names by id alone once applied the first database's name in the second.
-    from sapo_monitor.service.rules.store import create_rule
     from sapo_monitor.service.storage import migrate
     from sapo_monitor.service.storage.db import Database
+    from sapo_monitor.service.storage.rule_defs import create_rule
 
     fired = {}
     for label, project in (("one", "a"), ("two", "b")):

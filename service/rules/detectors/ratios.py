@@ -1,0 +1,106 @@
+"""Shape of the importance ratios: log-ratio tails and the advantage-sign spread."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from ..model import Param
+from .base import (
+    BatchScan,
+    Kind,
+    StepFn,
+    isfinite,
+)
+from .level import _scan_threshold
+
+__all__ = ["SIGN_SPREAD", "TAILS"]
+
+# --- log-ratio tails ----------------------------------------------------------------------------
+
+
+def _compile_tails(p: Mapping[str, Any]) -> StepFn:
+    abs_bound, tail = p["abs_max"], p["tail"]
+
+    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+        seen = False
+        x = m.get("log_ratio.abs_max")
+        if x is not None and isfinite(x):
+            if x > abs_bound:
+                return True
+            seen = True
+        hi = m.get("log_ratio.p99")
+        if hi is not None and isfinite(hi):
+            if hi > tail:
+                return True
+            seen = True
+        lo = m.get("log_ratio.p01")
+        if lo is not None and isfinite(lo):
+            if lo < -tail:
+                return True
+            seen = True
+        return False if seen else None
+
+    return step
+
+
+def _scan_tails(abs_bound: float, tail: float) -> BatchScan:
+    t_abs = _scan_threshold("log_ratio.abs_max", operator.gt, abs_bound)
+    t_hi = _scan_threshold("log_ratio.p99", operator.gt, tail)
+    t_lo = _scan_threshold("log_ratio.p01", operator.lt, -tail)
+    return lambda batch: t_abs(batch) or t_hi(batch) or t_lo(batch)
+
+
+TAILS = Kind(
+    "tails",
+    "log_ratio.abs_max above `abs_max`, or the 1st/99th percentiles of the log-ratio beyond +/-`tail`.",
+    (
+        Param("abs_max", "float", 4.0, "Bound on the largest |log-ratio| (4 = a ratio of 55x).", minimum=0.0),
+        Param("tail", "float", 1.0, "Bound on |p01| and |p99| of the log-ratio.", minimum=0.0),
+    ),
+    _compile_tails,
+    lambda p: ("log_ratio.abs_max", "log_ratio.p01", "log_ratio.p99"),
+    scan=lambda p: _scan_tails(p["abs_max"], p["tail"]),
+)
+
+# --- advantage-sign spread ----------------------------------------------------------------------
+
+
+def _compile_sign_spread(p: Mapping[str, Any]) -> StepFn:
+    factor, floor = p["factor"], p["min_std"]
+
+    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+        neg = m.get("sign.neg.ratio_std")
+        pos = m.get("sign.pos.ratio_std")
+        if neg is None or pos is None or not isfinite(neg) or not isfinite(pos):
+            return None
+        return neg >= floor and neg > factor * pos
+
+    return step
+
+
+def _scan_sign_spread(factor: float, floor: float) -> BatchScan:
+    def scan(batch: list) -> bool:
+        for m in batch:
+            neg = m.get("sign.neg.ratio_std")
+            if neg is not None and neg >= floor:
+                pos = m.get("sign.pos.ratio_std")
+                if pos is not None and neg > factor * pos:
+                    return True
+        return False
+
+    return scan
+
+
+SIGN_SPREAD = Kind(
+    "sign_spread",
+    "Ratio spread of negative-advantage tokens above `factor` times the positive ones'.",
+    (
+        Param("factor", "float", 2.0, "How many times the positive side's ratio std.", minimum=1.0),
+        Param("min_std", "float", 0.05, "The negative side's ratio std must also exceed this.", minimum=0.0),
+    ),
+    _compile_sign_spread,
+    lambda p: ("sign.neg.ratio_std", "sign.pos.ratio_std"),
+    scan=lambda p: _scan_sign_spread(p["factor"], p["min_std"]),
+)
