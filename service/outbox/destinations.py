@@ -116,9 +116,18 @@ class DestinationPolicy:
         name_allowed = host in self._names
         if host in BLOCKED_NAMES and not name_allowed:
             raise RefusedDestination(f"{host} is a local or cloud metadata name")
+        try:  # an IP literal is judged as written, even where it does not resolve (a zone id, say)
+            literal = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            literal = None
+        if literal is not None and not name_allowed:
+            why = self._address_allowed(literal)
+            if why is not None:
+                raise RefusedDestination(f"{host} is a {why} address; webhooks may reach public addresses only "
+                                         "unless SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS allows it")
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-        except (OSError, UnicodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: IDNA errors, embedded NUL bytes
             raise RefusedDestination(f"{host} does not resolve ({exc})") from exc
         out: list[Destination] = []
         for info in infos:
