@@ -32,6 +32,7 @@ from detection_corpus import (
     read_labels,
     read_steps,
     record_run,
+    relabel,
     write_labels,
 )
 from detection_replay import Outcome, Pack, load_baseline, load_current, replay, score
@@ -109,6 +110,29 @@ def print_tables(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     console.print(healthy)
 
 
+def print_presets(labels: dict[str, Label]) -> None:
+    """The preset x algorithm table of the unfaulted runs: how many seeds collapsed, median rewards."""
+    import statistics
+
+    from rich.console import Console
+    from rich.table import Table
+
+    cells: dict[tuple[str, str], list[Label]] = {}
+    for lab in labels.values():
+        if lab.kind in ("healthy", "collapse"):
+            cells.setdefault((lab.preset, lab.algo), []).append(lab)
+    table = Table(title="unfaulted runs by preset and algorithm (hindsight rule; medians over seeds)")
+    for col in ("preset", "algo", "collapsed/seeds", "reward steps 1-10", "best (10-step mean)", "last 10"):
+        table.add_column(col, justify="right")
+    for (preset, algo), labs in sorted(cells.items()):
+        def med(name: str, labs: list[Label] = labs) -> str:
+            return f"{statistics.median(getattr(x, name) for x in labs):.2f}"
+
+        table.add_row(preset, algo, f"{sum(x.collapsed for x in labs)}/{len(labs)}", med("reward_first"),
+                      med("reward_best"), med("reward_last"))
+    Console(width=200).print(table)
+
+
 def check_targets(name: str, table: dict[str, dict[str, Any]]) -> list[str]:
     """The issue's targets this pack misses (empty: all met). Incidents are approximated per run."""
     missed = []
@@ -147,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     if not labels:
         print(f"no runs in {args.cache}", file=sys.stderr)
         return 1
+    labels = {k: relabel(lab, read_steps(args.cache / "spool" / k)) for k, lab in labels.items()}
     kinds: dict[str, int] = {}
     for lab in labels.values():
         kinds[lab.kind] = kinds.get(lab.kind, 0) + 1
     print(f"corpus {args.cache}: {len(labels)} runs ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})")
+    print_presets(labels)
     packs = [p for p in (load_baseline, load_current) if args.only is None or p.__name__.endswith(args.only)]
     results = {}
     for loader in packs:

@@ -13,7 +13,7 @@ Kinds of run (``Label.kind``):
 * ``fault:<name>``: a run with one scheduled fault (trainer/faults.py); onset = the scheduled step.
 
 Hindsight rule (offline, on the run's whole curve; ``hindsight_onset``): smooth the mean reward over
-10 steps; a run collapsed when its smoothed reward at the end is below ``best - max(0.1, half of the
+10-step windows (``start`` = steps 1-10); a run collapsed when its smoothed reward at the end is below ``best - max(0.1, half of the
 gain from the start to the best)``; the onset is the step after the last step at which the smoothed
 reward stood within 10% of that fall from its best (where the decline began). Also collapsed: entropy
 ending below 20% of its early level (steps 1-10) while the final reward is not above the early reward
@@ -27,12 +27,12 @@ import json
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ALGOS", "FAULTS", "PRESETS", "Label", "RunPlan", "default_cache", "hindsight_onset", "plan_corpus",
-           "read_labels", "read_steps", "record_run", "write_labels"]
+           "read_labels", "read_steps", "record_run", "relabel", "write_labels"]
 
 ALGOS = ("sapo", "grpo", "gspo", "pg")
 PRESETS = ("default", "stress", "routing")
@@ -98,34 +98,28 @@ def plan_corpus(seeds: int, steps: int) -> list[RunPlan]:
 
 
 def _smooth(xs: Sequence[float], k: int = 10) -> list[float]:
-    out, acc, win = [], 0.0, []
-    for x in xs:
-        x = x if math.isfinite(x) else 0.0
-        win.append(x)
-        acc += x
-        if len(win) > k:
-            acc -= win.pop(0)
-        out.append(acc / len(win))
-    return out
+    """Trailing means over ``k`` steps, full windows only: entry i covers steps i+1 .. i+k (1-based)."""
+    clean = [x if math.isfinite(x) else 0.0 for x in xs]
+    return [sum(clean[i : i + k]) / k for i in range(len(clean) - k + 1)]
 
 
 def hindsight_onset(rewards: Sequence[float], entropies: Sequence[float]) -> int | None:
     """The hindsight rule of the module docstring: the collapse onset step (1-based), or None."""
     if len(rewards) < 20:
         return None
-    r = _smooth(rewards)
-    start = sum(r[:10]) / 10
+    r = _smooth(rewards)  # r[i] ends at step i + 10
+    start = r[0]
     best_i = max(range(len(r)), key=r.__getitem__)
     best, end = r[best_i], r[-1]
     fall = best - end
     if fall > max(0.1, 0.5 * (best - start)):
         near = best - 0.1 * fall
         last_near = max(i for i in range(len(r)) if r[i] >= near)
-        return last_near + 2  # the step after it, 1-based
+        return last_near + 6  # the centre of the window that last stood near the best, plus one
     e = _smooth(entropies)
-    e0 = sum(e[:10]) / 10
+    e0 = e[0]
     if e[-1] < 0.2 * e0 and end <= start + 0.05:
-        return next(i for i in range(len(e)) if e[i] < 0.2 * e0) + 1
+        return next(i for i in range(len(e)) if e[i] < 0.2 * e0) + 6
     return None
 
 
@@ -152,9 +146,27 @@ def record_run(plan: RunPlan, cache: Path) -> Label:
         kind, label_onset = ("collapse", onset) if onset is not None else ("healthy", None)
     else:
         kind, label_onset = plan.kind, plan.onset
-    r = _smooth(rewards)
+    r = _smooth(rewards) or [math.nan]
     return Label(plan.run_id, kind, label_onset, plan.preset, plan.algo, plan.seed, plan.steps, cfg.moe,
-                 plan.faults, onset is not None, onset, r[9] if len(r) > 9 else math.nan, max(r), r[-1])
+                 plan.faults, onset is not None, onset, r[0], max(r), r[-1])
+
+
+def relabel(lab: Label, steps: Sequence[dict[str, Any]]) -> Label:
+    """The label recomputed offline from the run's recorded ``reward.mean`` / ``entropy.mean`` (the corpus
+    itself, so a changed hindsight rule needs no retraining)."""
+    from sapo_monitor.client.wire import decode_float
+
+    def series(name: str) -> list[float]:
+        return [decode_float(d["metrics"].get(name, "NaN")) for d in steps]
+
+    rewards = series("reward.mean")
+    onset = hindsight_onset(rewards, series("entropy.mean"))
+    r = _smooth(rewards) or [math.nan]
+    kind, label_onset = lab.kind, lab.onset
+    if not lab.kind.startswith("fault:"):
+        kind, label_onset = ("collapse", onset) if onset is not None else ("healthy", None)
+    return replace(lab, kind=kind, onset=label_onset, collapsed=onset is not None, hindsight_onset=onset,
+                   reward_first=r[0], reward_best=max(r), reward_last=r[-1])
 
 
 def read_steps(run_dir: Path) -> list[dict[str, Any]]:
