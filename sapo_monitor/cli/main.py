@@ -38,6 +38,7 @@ from sapo_monitor.cli import (  # noqa: E402
     db,
     demo,
     grafana,
+    rules,
     runs,
     serve,
     token,
@@ -46,7 +47,7 @@ from sapo_monitor.cli import (  # noqa: E402
     webhooks,
 )
 
-for _module in (train, demo, serve, db, token, runs, compare, alerts, upload, webhooks, grafana):
+for _module in (train, demo, serve, db, token, runs, compare, alerts, rules, upload, webhooks, grafana):
     _module.register(app)
 
 

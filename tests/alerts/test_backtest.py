@@ -1,0 +1,87 @@
+"""``replay`` and ``sapo-monitor rules backtest``: the same alerts ingest gives, nothing stored or sent."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import httpx
+from sapo_monitor.client.wire import StepRecord
+from sapo_monitor.service.rules.builtin import BUILTIN_RULES
+from sapo_monitor.service.rules.evaluate import StepInput
+from sapo_monitor.service.rules.replay import load_rule_file, replay
+from typer.testing import CliRunner
+
+from sapo_monitor.cli.main import app
+from tests.alerts.conftest import BOTH
+from tests.alerts.receiver import Receiver
+from tests.alerts.server import live_service
+from tests.alerts.test_api import SECRET, post_trace
+from tests.alerts.traces import EXPECTED_FIRING, collapse_trace, stable_trace
+
+
+def _inputs(trace) -> list[StepInput]:  # type: ignore[no-untyped-def]
+    return [StepInput(s, float(s), m) for s, m in trace]
+
+
+def test_replay_gives_the_pack_s_firing_steps_whatever_the_batch_size() -> None:
+    for batch in (1, 7, 500):
+        result = replay(BUILTIN_RULES, _inputs(collapse_trace()), batch=batch)
+        fired = [(a.rule, a.fired_step) for a in result.alerts if a.fired_step is not None]
+        assert fired == EXPECTED_FIRING
+    assert replay(BUILTIN_RULES, _inputs(stable_trace(90))).alerts == []
+
+
+def test_candidate_rule_file_overrides_builtins_and_adds_rules() -> None:
+    rules = load_rule_file({"rules": [
+        {"id": "nonfinite", "enabled": False},
+        {"id": "loss-high", "kind": "threshold", "severity": "critical", "params": {"metric": "loss", "value": 5.0}},
+    ]})
+    trace = [(s, {"loss": 1.0 if s < 10 else (math.nan if s == 15 else 9.0)}) for s in range(1, 20)]
+    result = replay(rules, _inputs(trace))
+    assert [(a.rule, a.fired_step) for a in result.alerts] == [("loss-high", 10)]
+    assert result.first_step("critical") == 10 and result.first_step("warning") is None
+
+
+def test_bad_candidate_rule_names_the_entry_and_field() -> None:
+    import pytest
+    from sapo_monitor.service.rules.model import RuleValidationError
+
+    with pytest.raises(RuleValidationError) as err:
+        load_rule_file([{"id": "kl_blowup"}, {"id": "x", "kind": "threshold", "params": {"metric": "m", "value": math.nan}}])
+    assert err.value.field == "rules[1].params.value"
+
+
+def test_backtest_a_trace_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "collapse.jsonl"
+    path.write_text("".join(json.dumps(StepRecord(s, time.time(), m).to_wire()) + "\n" for s, m in collapse_trace()))
+    out = CliRunner().invoke(app, ["rules", "backtest", "--file", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["run_id"] == "collapse"
+    assert [(a["rule"], a["fired_step"]) for a in doc["alerts"] if a["fired_step"]] == EXPECTED_FIRING
+
+
+@BOTH
+def test_backtest_stored_runs_touches_nothing(db_url: str) -> None:
+    receiver = Receiver(SECRET).start()
+    try:
+        with live_service(db_url) as base, httpx.Client(base_url=base, timeout=20) as c:
+            post_trace(c, "collapse", collapse_trace())
+            post_trace(c, "stable", stable_trace(90))
+            # a webhook registered after ingest: a backtest that notified would reach it
+            assert c.post("/api/v1/webhooks", json={"url": receiver.url, "secret": SECRET}).status_code == 201
+            before = c.get("/api/v1/alerts").json()
+            out = CliRunner().invoke(app, ["rules", "backtest", "--project", "p", "--json", "--server", base])
+            assert out.exit_code == 0, out.output
+            docs = {d["run_id"]: d for d in map(json.loads, out.output.splitlines())}
+            fired = [(a["rule"], a["fired_step"]) for a in docs["collapse"]["alerts"] if a["fired_step"]]
+            assert fired == EXPECTED_FIRING and docs["stable"]["alerts"] == []
+            table = CliRunner().invoke(app, ["rules", "backtest", "--run", "collapse", "--server", base])
+            assert table.exit_code == 0 and "entropy_collapse" in table.output
+            time.sleep(0.5)
+            assert c.get("/api/v1/alerts").json() == before
+        assert receiver.raw == []
+    finally:
+        receiver.stop()
