@@ -35,6 +35,7 @@ class Pack:
     evaluate_batch: Callable[..., list[Any]]
     new_state: Callable[[], Any]
     step_input: Callable[..., Any]
+    run: Callable[[str, Sequence[Any]], list[Fired]] | None = None  # the pack's own replay, when it has one
 
 
 def _pack_from(name: str, builtin: ModuleType, evaluate: ModuleType) -> Pack:
@@ -43,9 +44,22 @@ def _pack_from(name: str, builtin: ModuleType, evaluate: ModuleType) -> Pack:
 
 
 def load_current() -> Pack:
+    """The checkout's built-in pack; replayed through ``service.rules.replay`` (the backtest's entry point)."""
     evaluate = importlib.import_module("sapo_monitor.service.rules.evaluate")
     builtin = importlib.import_module("sapo_monitor.service.rules.builtin")
-    return _pack_from("current", builtin, evaluate)
+    pack = _pack_from("current", builtin, evaluate)
+    try:
+        backtest = importlib.import_module("sapo_monitor.service.rules.replay")
+    except ImportError:
+        return pack
+
+    def run(run_id: str, inputs: Sequence[Any]) -> list[Fired]:
+        result = backtest.replay(pack.rules, inputs, run_id=run_id, batch=32)
+        return [Fired(a.rule, a.severity, a.fired_step, a.resolved_step) for a in result.alerts
+                if a.fired_step is not None]
+
+    pack.run = run
+    return pack
 
 
 def load_baseline() -> Pack:
@@ -90,6 +104,8 @@ def replay(pack: Pack, run_id: str, steps: Sequence[dict[str, Any]], batch: int 
     out: list[Fired] = []
     inputs = [pack.step_input(step=int(d["step"]), time=d.get("time"),
                               metrics={k: decode_float(v) for k, v in d.get("metrics", {}).items()}) for d in steps]
+    if pack.run is not None:
+        return pack.run(run_id, inputs)
     for i in range(0, len(inputs), batch):
         for t in pack.evaluate_batch(pack.rules, state, run_id, inputs[i : i + batch]):
             if t.to_state == "firing":
@@ -108,6 +124,7 @@ class Outcome:
     steps: int
     onset: int | None
     alerts: list[Fired] = field(default_factory=list)
+    collapsed: bool = False  # the hindsight rule sees a collapse (for a fault run: the fault broke it)
 
     def criticals(self) -> list[Fired]:
         return [a for a in self.alerts if a.severity == "critical"]
@@ -163,6 +180,7 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
                 crit_leads.append(o.onset + d - w)  # type: ignore[operator]
         table[kind] = {
             "runs": len(runs),
+            "collapsed": sum(o.collapsed for o in runs),
             "detected": len(delays),
             "median_delay": _median([float(d) for d in delays]),
             "worst_delay": max(delays) if delays else None,
