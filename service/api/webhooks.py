@@ -6,7 +6,7 @@ write-only: responses say ``has_secret`` and never return the secret.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -26,7 +26,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["alerts"])
 WebhookIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Webhook id.")]
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
 
 
 class WebhookIn(BaseModel):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..storage.alert_models import Webhook, WebhookDelivery, WebhookOutbox
@@ -34,7 +35,8 @@ __all__ = [
     "renew_lease",
 ]
 
-_O = WebhookOutbox.__table__
+_O = cast(Table, WebhookOutbox.__table__)
+_D = cast(Table, WebhookDelivery.__table__)
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, l
     session.execute(
         update(_O).where(_O.c.id.in_(ids)).values(claimed_by=worker_id, claimed_until=now + lease_s)
     )
-    w = Webhook.__table__
+    w = cast(Table, Webhook.__table__)
     rows = session.execute(
         select(_O.c.id, _O.c.webhook_id, _O.c.event_id, _O.c.order_key, _O.c.body, w.c.url, w.c.secret,
                _O.c.attempts, _O.c.created_at)
@@ -152,7 +154,7 @@ def renew_lease(session: Session, *, outbox_id: int, worker_id: str, now: float,
         .where(_O.c.id == outbox_id, _O.c.claimed_by == worker_id, _O.c.status == "pending")
         .values(claimed_until=now + lease_s)
     )
-    return bool(result.rowcount)
+    return bool(cast(CursorResult, result).rowcount)
 
 
 def record_attempt(
@@ -186,7 +188,7 @@ def record_attempt(
         .values(**values)
     )
     session.execute(
-        insert(WebhookDelivery.__table__).values(
+        insert(_D).values(
             outbox_id=claimed.id,
             webhook_id=claimed.webhook_id,
             event_id=claimed.event_id,
@@ -198,7 +200,7 @@ def record_attempt(
             error=error,
         )
     )
-    return bool(result.rowcount)
+    return bool(cast(CursorResult, result).rowcount)
 
 
 def release(session: Session, *, ids: Sequence[int], worker_id: str) -> None:
@@ -212,7 +214,7 @@ def release(session: Session, *, ids: Sequence[int], worker_id: str) -> None:
 
 
 def list_deliveries(session: Session, *, webhook_id: int, limit: int = 100, offset: int = 0) -> list[DeliveryRecord]:
-    d = WebhookDelivery.__table__
+    d = _D
     rows = session.execute(
         select(d).where(d.c.webhook_id == webhook_id).order_by(d.c.id).limit(limit).offset(offset)
     ).all()
@@ -237,6 +239,6 @@ def pending_count(session: Session) -> int:
 
 def delivery_counts(session: Session) -> dict[str, int]:
     """Attempts per outcome (delivered, retry, failed), from the stored records."""
-    d = WebhookDelivery.__table__
+    d = _D
     rows = session.execute(select(d.c.outcome, func.count()).group_by(d.c.outcome)).all()
     return {outcome: int(n) for outcome, n in rows}

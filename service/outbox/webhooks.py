@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, Table, delete, select
 from sqlalchemy.orm import Session
 
 from ..rules.model import severity_rank
@@ -94,7 +95,8 @@ def get_webhook(session: Session, webhook_id: int) -> WebhookInfo | None:
 
 def delete_webhook(session: Session, *, webhook_id: int) -> bool:
     """Delete a webhook with its outbox rows and delivery records (cascade)."""
-    deleted = bool(session.execute(delete(Webhook).where(Webhook.id == webhook_id)).rowcount)
+    result = cast(CursorResult, session.execute(delete(Webhook).where(Webhook.id == webhook_id)))
+    deleted = bool(result.rowcount)
     _TARGETS.invalidate_on_commit(session)
     return deleted
 
@@ -124,7 +126,7 @@ def enabled_webhooks(session: Session) -> list[Target]:
 
 
 def _load_targets(session: Session) -> list[Target]:
-    w = Webhook.__table__
+    w = cast(Table, Webhook.__table__)
     rows = session.execute(
         select(w.c.id, w.c.format, w.c.project, w.c.run_id, w.c.min_severity).where(w.c.enabled.is_(True)).order_by(w.c.id)
     ).all()
