@@ -13,8 +13,8 @@ Kinds of run (``Label.kind``):
 * ``fault:<name>``: a run with one scheduled fault (trainer/faults.py); onset = the scheduled step.
 
 Hindsight rule (offline, on the run's whole curve; ``hindsight_onset``): smooth the mean reward over
-10-step windows (``start`` = steps 1-10); a run collapsed when its smoothed reward at the end is below ``best - max(0.1, half of the
-gain from the start to the best)``; the onset is the step after the last step at which the smoothed
+10-step windows (``start`` = steps 1-10); a run collapsed when its smoothed reward at the end is below ``best - max(0.05, half of the
+gain from the start to the best)`` (0.05 is about 4 standard errors of a 10-step mean here); the onset is the step after the last step at which the smoothed
 reward stood within 10% of that fall from its best (where the decline began). Also collapsed: entropy
 ending below 20% of its early level (steps 1-10) while the final reward is not above the early reward
 (the policy became deterministic without learning); onset where the smoothed entropy first crossed it.
@@ -112,7 +112,7 @@ def hindsight_onset(rewards: Sequence[float], entropies: Sequence[float]) -> int
     best_i = max(range(len(r)), key=r.__getitem__)
     best, end = r[best_i], r[-1]
     fall = best - end
-    if fall > max(0.1, 0.5 * (best - start)):
+    if fall > max(0.05, 0.5 * (best - start)):
         near = best - 0.1 * fall
         last_near = max(i for i in range(len(r)) if r[i] >= near)
         return last_near + 6  # the centre of the window that last stood near the best, plus one
