@@ -12,12 +12,13 @@ Kinds of run (``Label.kind``):
 * ``collapse``: such a run that collapsed on its own; onset from the hindsight rule below;
 * ``fault:<name>``: a run with one scheduled fault (trainer/faults.py); onset = the scheduled step.
 
-Hindsight rule (offline, on the run's whole curve; ``hindsight_onset``): smooth the mean reward over
-10-step windows (``start`` = steps 1-10); a run collapsed when its smoothed reward at the end is below ``best - max(0.05, half of the
-gain from the start to the best)`` (0.05 is about 4 standard errors of a 10-step mean here); the onset is the step after the last step at which the smoothed
-reward stood within 10% of that fall from its best (where the decline began). Also collapsed: entropy
-ending below 20% of its early level (steps 1-10) while the final reward is not above the early reward
-(the policy became deterministic without learning); onset where the smoothed entropy first crossed it.
+Hindsight rule (offline, on the run's whole recorded curve; ``hindsight_onset``): smooth the mean
+reward over 10-step windows (``start`` = steps 1-10). A run collapsed when its smoothed reward at the
+end is below ``best - max(0.05, half of the gain from start to best)`` (0.05 is about 4 standard errors
+of a 10-step mean here); the onset is the step after the centre of the last window that stood within
+10% of that fall from the best (where the decline began). Also collapsed: entropy ending below 20% of
+its start while the final reward is not above the start (the policy became deterministic without
+learning); onset at the centre of the first window below that.
 """
 
 from __future__ import annotations
