@@ -17,11 +17,12 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sapo_monitor.client import _signals, wire
+from sapo_monitor.client._alerts import Alert, AlertWatch
 from sapo_monitor.client._deferred import DeferredSteps, record_from_stats
 from sapo_monitor.client._delivery import Delivery
 from sapo_monitor.client._distributed import (
@@ -76,7 +77,19 @@ class Monitor:
         self._last_step: int | None = None
         self._warned: set[str] = set()
         self._closed = False
+        # The run's firing alerts from the ingest answers (init wires it to the delivery; stop_on lives here).
+        self.alert_watch = AlertWatch()
         atexit.register(self._at_exit)
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """The run's alerts firing as of the service's latest ingest answer."""
+        return self.alert_watch.alerts
+
+    def on_alert(self, callback: Callable[[Alert], None]) -> None:
+        """Call ``callback(alert)`` once for each newly firing alert, on the delivery thread (keep it
+        short); an exception it raises is logged, never raised into training."""
+        self.alert_watch.on_alert(callback)
 
     @property
     def spool_dir(self) -> Path | None:
@@ -290,6 +303,7 @@ def init(
     settings: ClientSettings | None = None,
     process_group: Any = None,
     rank_timeout: float = DEFAULT_RANK_TIMEOUT,
+    stop_on: str | Iterable[str] | None = None,
 ) -> Monitor:
     """Start monitoring a run.
 
@@ -312,6 +326,9 @@ def init(
             initialised). Call ``init`` on every rank: rank 0's records cover every rank's tokens; the
             other ranks never touch the network or a spool (see ``_distributed.py``).
         rank_timeout: seconds rank 0 waits for a peer's step before recording the step without it.
+        stop_on: ``"critical"``, ``"warning"`` or a list of severities and rule ids: the first firing alert that
+            matches sets ``monitor.alert_watch.stop_alert`` and calls its ``on_stop`` callbacks (adapters stop
+            the trainer there). Default None: never.
 
     Raises:
         ConfigError: a bad run id or server URL.
@@ -359,12 +376,15 @@ def init(
         # The run page in the service's web UI, printed once as the run starts (as wandb does).
         print(f"sapo-monitor: run {run_id} at {str(settings.server).rstrip('/')}/#/run/{run_id}", file=sys.stderr)
     spool = Spool(settings.run_spool_dir(run_id))
-    delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings)
+    watch = AlertWatch(stop_on)
+    delivery = Delivery(run_id=run_id, spec_doc=spec.to_wire(), spool=spool, transport=transport, settings=settings,
+                        on_response=watch.handle)
     if transport is None:
         log.info("sapo-monitor: no server set; run %s is recorded offline in %s", run_id, spool.dir)
     monitor = Monitor(run_id=run_id, spec=spec, delivery=delivery, stats_config=stats_config or StatsConfig(),
                       strict=strict, stats_batch=batch, stats_batch_wait=settings.flush_interval, exchange=exchange,
                       rank_timeout=rank_timeout)
+    monitor.alert_watch = watch
     _signals.install(monitor)  # SIGTERM puts every ended step on disk, then goes on as before
     return monitor
 

@@ -214,12 +214,19 @@ class Trainer:
         self.history: list[StepLog] = []
         self._observers: list[Observer] = []
         self.step = 0  # optimizer steps taken
+        self.stop_reason: str | None = None  # set by request_stop (any thread): train() ends after this step
         self.rollouts = 0  # rollout batches generated
         # This process's shares: a data-parallel rank's are 1/N of them (trainer/distributed.py).
         self.prompts_per_rollout = config.prompts_per_rollout
         self.minibatch_size = config.minibatch_size
 
     # -- the observer hook -------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """End training cleanly after the current optimizer step (safe from another thread)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.warning("stop requested at step %d: %s", self.step, reason)
+
     def add_observer(self, fn: Observer) -> Observer:
         """Call ``fn(StepBatch)`` after every optimizer step; returns ``fn`` (usable as a decorator)."""
         self._observers.append(fn)
@@ -258,7 +265,7 @@ class Trainer:
         self.model.train()
         if cfg.warm_start_steps and self.step == 0:
             self._warm_start()
-        while self.step < cfg.steps:
+        while self.step < cfg.steps and self.stop_reason is None:
             rollout = generate_rollout(
                 self.model,
                 self.task,
@@ -273,7 +280,7 @@ class Trainer:
             minibatch = 0
             for _ in range(cfg.epochs):
                 for idx in torch.randperm(n, generator=self.generator).split(self.minibatch_size):
-                    if self.step >= cfg.steps:
+                    if self.step >= cfg.steps or self.stop_reason is not None:
                         break
                     for fault in apply_faults(self, self.schedule, self.step + 1) if self.schedule else ():
                         log.info("step %d: scheduled change %s applied", self.step + 1, fault.spec())

@@ -57,7 +57,8 @@ def attach_trainer(trainer: Any, *, algo: str | None = None, config: Any = None,
     cfg = trainer.config
     # The bundled trainer's steps are small and CPU-bound: batching their statistics keeps the hook's
     # cost a small share of a step (an explicit stats_batch, or SAPO_MONITOR_STATS_BATCH, wins).
-    init_kwargs.setdefault("default_stats_batch", TRAINER_STATS_BATCH)
+    # With stop_on, a step's record must reach the service soon for its alert to stop the run in time.
+    init_kwargs.setdefault("default_stats_batch", TRAINER_STATS_BATCH if not init_kwargs.get("stop_on") else 4)
     monitor = init(
         algo=algo or cfg.algo,
         config=cfg.to_dict() if config is None else config,
@@ -66,4 +67,6 @@ def attach_trainer(trainer: Any, *, algo: str | None = None, config: Any = None,
         **init_kwargs,
     )
     trainer.add_observer(TrainerObserver(monitor))
+    if hasattr(trainer, "request_stop"):  # stop_on: the trainer ends after its current step
+        monitor.alert_watch.on_stop(lambda alert: trainer.request_stop(f"sapo-monitor {alert.describe()}"))
     return monitor

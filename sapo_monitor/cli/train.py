@@ -129,6 +129,14 @@ def train(
         envvar="SAPO_MONITOR_THREADS",
         help="CPU threads for torch. One is fastest for this small model, and robust when the CPU is shared (e.g. with the service); runs are bitwise reproducible for a fixed thread count.",
     ),
+    stop_on: str | None = typer.Option(
+        None,
+        "--stop-on",
+        envvar="SAPO_MONITOR_STOP_ON",
+        help="Stop training cleanly after the current step when the service reports a matching alert: "
+        "'critical', 'warning' (any alert) or a comma-separated list of severities and rule ids. Needs --server. "
+        "Default: never stop.",
+    ),
     server: str | None = typer.Option(
         None,
         "--server",
@@ -218,6 +226,10 @@ def train(
     run_name = run or f"{algo.value}-{preset.value}-s{seed}"
     monitor = None
     attach_kwargs = {"run": run_name, "project": project, "server": server, "token": token, "spool_dir": spool}
+    if stop_on:
+        if not server:
+            raise typer.BadParameter("needs --server (alerts come from the service)", param_hint="--stop-on")
+        attach_kwargs["stop_on"] = stop_on
     if (server or spool) and trainer is not None:
         from sapo_monitor.client import attach
 
@@ -272,6 +284,8 @@ def train(
         ("non-finite steps (skipped)", f"{summary.nonfinite_steps} ({summary.skipped_steps})"),
         ("wall time", f"{summary.wall_s:.1f} s"),
     ]
+    if trainer is not None and trainer.stop_reason is not None:
+        rows.append(("stopped early", trainer.stop_reason))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
