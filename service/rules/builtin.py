@@ -97,9 +97,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         metrics=["grad_norm"], factor=5.0, window=20, warmup=10, min_value=0.0,
     ),
     _rule(
-        "kl_blowup", "threshold", "critical", 3,
+        "kl_blowup", "threshold", "warning", 3,
         """The k3 estimate of KL(pi_old || pi_theta) is above the bound: the policy left the trust region of
-        its rollouts. Check the learning rate and the number of updates per rollout.""",
+        its rollouts. A precursor, not a collapse by itself: off-policy runs that go on learning reach it
+        routinely (critical means learning stopped or reversed: entropy_collapse, reward_collapse,
+        nonfinite). Check the learning rate and the number of updates per rollout.""",
         metric="kl.k3", op=">", value=1.0,
     ),
     _rule(
