@@ -148,7 +148,7 @@ def _project_webhook_families(session: Session, project: str) -> list[Metric]:
     """Delivery attempts by outcome and pending deliveries of ``project``'s own webhooks."""
     w, d, o = Webhook.__table__, WebhookDelivery.__table__, WebhookOutbox.__table__
     mine = select(w.c.id).where(w.c.project == project)
-    counts = dict(session.execute(
+    counts: dict[str, int] = dict(session.execute(
         select(d.c.outcome, func.count()).where(d.c.webhook_id.in_(mine)).group_by(d.c.outcome)).all())
     pending = session.scalar(select(func.count()).select_from(o).where(o.c.status == "pending",
                                                                          o.c.webhook_id.in_(mine)))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, bindparam, delete, event, func, select, text
+from sqlalchemy import BigInteger, bindparam, delete, event, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -179,7 +179,7 @@ def put_run(session: Session, *, run_id: str, update_: RunUpdate, project_id: in
         session.execute(delete(RunTag).where(RunTag.run_pk == pk))
         if update_.tags:
             session.execute(
-                RunTag.__table__.insert(),
+                insert(RunTag),
                 [{"run_pk": pk, "key": k, "value": v} for k, v in update_.tags.items()],
             )
     return int(pk)

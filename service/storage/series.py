@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
-from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy import ColumnClause, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from .models import (
@@ -313,7 +314,9 @@ def may_have_nan(session: Session, *, run_pk: int, metrics: Iterable[str], lo: i
     return session.execute(q).first() is not None
 
 
-_32, _LOW32 = literal_column("32"), literal_column("4294967295")  # literals: PostgreSQL has no bigint >> bigint
+# Literals, not parameters: PostgreSQL has no ``bigint >> bigint``.
+_32: ColumnClause[Any] = literal_column("32")
+_LOW32: ColumnClause[Any] = literal_column("4294967295")
 
 
 def histogram_sum(session: Session, *, run_pk: int, lo: int, hi: int) -> tuple[list[int], int]:
