@@ -22,6 +22,7 @@ import json
 import math
 import struct
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sapo_monitor.client.stats.catalogue import assemble, named_sums
@@ -202,6 +203,7 @@ def _quantiles(part: SketchPart) -> tuple[list[float], dict[str, float]]:
     if n == 0:
         return [0.0, 0.0], {}
     last = n - 1
+    at: Callable[[int], float]
     if part.values is not None:
         at = part.values.__getitem__
         lr_range = [part.values[0], part.values[-1]]
@@ -218,7 +220,7 @@ def _quantiles(part: SketchPart) -> tuple[list[float], dict[str, float]]:
     return lr_range, out
 
 
-def _grid_order_stat(part: SketchPart):  # type: ignore[no-untyped-def]
+def _grid_order_stat(part: SketchPart) -> Callable[[int], float]:
     """Order statistic i (0-based) from the cells: ranks spread evenly between a cell's exact min and max;
     in the under- or overflow cell, exact from the kept outer values where they reach."""
     cum: list[float] = []
