@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sapo_monitor.client.wire import StepRecord
 from sqlalchemy.orm import Session
 
 from .alerting import FiringAlert, RunRef, evaluate_run_steps
-from .decode import StepIn
 from .storage.steps import IngestedRun, store_steps
 
 __all__ = ["IngestResult", "ingest_steps"]
@@ -31,7 +31,7 @@ def ingest_steps(
     *,
     run_id: str,
     project_id: int,
-    records: Sequence[StepIn],
+    records: Sequence[StepRecord],
     now: float,
     any_project: bool = False,
     evaluate_rules: bool = True,
@@ -44,6 +44,6 @@ def ingest_steps(
         return IngestResult(run, stored=False)
     if not evaluate_rules or not records:
         return IngestResult(run, stored=True)
-    # StepIn has the fields the evaluator reads (step, time, metrics): no copies per record.
+    # StepRecord has the fields the evaluator reads (step, time, metrics): no copies per record.
     outcome = evaluate_run_steps(session, RunRef(run.pk, run.run_id, run.project_id), records, now=now)  # type: ignore[arg-type]
     return IngestResult(run, stored=True, firing=outcome.firing)

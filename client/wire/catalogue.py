@@ -1,47 +1,10 @@
-"""The versioned wire format between the client and the service (stdlib only).
-
-The service imports this module too, so it must never import torch or anything heavy.
-
-A batch on the wire (``POST /api/v1/runs/{run_id}/steps``, gzip allowed)::
-
-    {"schema": 1,
-     "steps": [{"step": 12, "time": 1764000000.5,
-                "metrics": {"ratio.mean": 1.01, "loss": "NaN"},
-                "histograms": {"log_ratio": [42 integers]}}]}
-
-Non-finite floats travel as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` so that any
-JSON parser can read them; the service also accepts the bare tokens Python's ``json`` emits.
-"""
+"""The metric catalogue and the log-ratio histogram's bins (what the client computes, the service stores)."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
-__all__ = [
-    "CATALOGUE",
-    "LOG_RATIO_HIST_BINS",
-    "LOG_RATIO_HIST_EDGES",
-    "LOG_RATIO_HIST_NAME",
-    "MAX_STEPS_PER_BATCH",
-    "METRIC_NAME_RE",
-    "SCHEMA_VERSION",
-    "RunSpec",
-    "StepRecord",
-    "decode_float",
-    "encode_batch",
-    "encode_float",
-    "log_ratio_hist_edges",
-]
-
-SCHEMA_VERSION = 1
-MAX_STEPS_PER_BATCH = 5000
-METRIC_NAME_RE = re.compile(r"^[a-z0-9_.]+$")
+__all__ = ["CATALOGUE", "LOG_RATIO_HIST_BINS", "LOG_RATIO_HIST_EDGES", "LOG_RATIO_HIST_NAME", "log_ratio_hist_edges"]
 
 # hist.log_ratio: lr < -2, then 40 bins of width 0.1 covering [-2, 2) left-closed, then lr >= 2.
 LOG_RATIO_HIST_NAME = "log_ratio"
@@ -55,88 +18,6 @@ def log_ratio_hist_edges() -> list[float]:
 
 
 LOG_RATIO_HIST_EDGES: tuple[float, ...] = tuple(log_ratio_hist_edges())
-
-_NONFINITE_TO_WIRE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-_WIRE_TO_FLOAT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def encode_float(value: float) -> float | str:
-    """A float as it travels: itself when finite, else ``"NaN"`` / ``"Infinity"`` / ``"-Infinity"``."""
-    value = float(value)
-    if math.isfinite(value):
-        return value
-    return _NONFINITE_TO_WIRE[repr(value)]
-
-
-def decode_float(value: float | int | str) -> float:
-    """Inverse of :func:`encode_float`; raises ``ValueError`` for anything else."""
-    if isinstance(value, bool):
-        raise ValueError("booleans are not metric values")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and value in _WIRE_TO_FLOAT:
-        return _WIRE_TO_FLOAT[value]
-    raise ValueError(f"not a number: {value!r} (non-finite values are 'NaN', 'Infinity', '-Infinity')")
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One optimizer step of one run, as the client hands it to delivery."""
-
-    step: int
-    time: float | None
-    metrics: dict[str, float]
-    histograms: dict[str, list[int]] = field(default_factory=dict)
-
-    def to_wire(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "step": self.step,
-            "metrics": {k: encode_float(v) for k, v in self.metrics.items()},
-        }
-        if self.time is not None:
-            doc["time"] = self.time
-        if self.histograms:
-            doc["histograms"] = {k: list(v) for k, v in self.histograms.items()}
-        return doc
-
-    @classmethod
-    def from_wire(cls, doc: Mapping[str, Any]) -> StepRecord:
-        return cls(
-            step=int(doc["step"]),
-            time=None if doc.get("time") is None else float(doc["time"]),
-            metrics={k: decode_float(v) for k, v in doc.get("metrics", {}).items()},
-            histograms={k: [int(c) for c in v] for k, v in doc.get("histograms", {}).items()},
-        )
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What ``PUT /api/v1/runs/{run_id}`` carries: the run's identity and metadata."""
-
-    project: str = "default"
-    name: str | None = None
-    algorithm: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    status: str | None = None  # "running" | "finished" | "failed"
-
-    def to_wire(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"project": self.project, "config": self.config, "tags": self.tags}
-        for key in ("name", "algorithm", "status"):
-            if getattr(self, key) is not None:
-                doc[key] = getattr(self, key)
-        return doc
-
-
-def encode_batch(steps: Iterable[StepRecord], *, compress: bool = True) -> bytes:
-    """Serialise a batch of step records as the request body (gzip by default)."""
-    body = json.dumps(
-        {"schema": SCHEMA_VERSION, "steps": [s.to_wire() for s in steps]},
-        separators=(",", ":"),
-        allow_nan=False,  # non-finite values were encoded as strings above
-    ).encode()
-    return gzip.compress(body, compresslevel=5) if compress else body
-
 
 # The metric catalogue: wire name -> one-line meaning (used for Prometheus HELP text and docs).
 # Statistics over an empty set are absent from a record, never NaN.

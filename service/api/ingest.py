@@ -6,10 +6,10 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, MAX_STEPS_PER_BATCH
+from sapo_monitor.client.wire import RUN_ID_MAX_LEN, STEP_BATCH_SCHEMA, StepRecord
 from starlette.concurrency import run_in_threadpool
 
-from ..decode import StepIn, decode_body, decode_json, parse_steps
+from ..decode import decode_body, decode_json, parse_steps
 from ..errors import ErrorOut, Forbidden, PayloadTooLarge
 from ..ingestion import IngestResult, ingest_steps
 from ..storage.runs import RunUpdate, ensure_project, get_run, put_run
@@ -20,71 +20,27 @@ from .schemas import RUN_ID_PATTERN, FiringAlertOut, IngestOut, RunIn, RunOut
 __all__ = ["router"]
 
 router = APIRouter(tags=["ingest"])
-RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Run id chosen by the client.")]
+RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, max_length=RUN_ID_MAX_LEN, description="Run id chosen by the client.")]
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 413, 422)}
-
-_VALUE_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
-_COUNT_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
-STEP_BATCH_SCHEMA = {
-    "type": "object",
-    "required": ["schema", "steps"],
-    "properties": {
-        "schema": {"type": "integer", "enum": [1]},
-        "steps": {
-            "type": "array",
-            # No maxItems: above the limit the answer is 413 (with the limit), not a validation error.
-            "description": f"At most {MAX_STEPS_PER_BATCH} step records per request (413 above).",
-            "items": {
-                "type": "object",
-                "required": ["step"],
-                "properties": {
-                    "step": {"type": "integer", "minimum": 0, "maximum": 2**62 - 1},
-                    "time": {
-                        "anyOf": [{"type": "number", "minimum": 0, "maximum": 1e11}, {"type": "null"}],
-                        "description": "Epoch seconds; absent or null means arrival time.",
-                    },
-                    "metrics": {
-                        "type": "object",
-                        "propertyNames": {"pattern": "^[a-z0-9_.]{1,200}$"},
-                        "additionalProperties": _VALUE_SCHEMA,
-                    },
-                    "histograms": {
-                        "anyOf": [
-                            {
-                                "type": "object",
-                                "propertyNames": {"pattern": "^[a-z0-9_.]{1,200}$"},
-                                "properties": {
-                                    "log_ratio": {
-                                        "type": "array",
-                                        "items": _COUNT_SCHEMA,
-                                        "minItems": LOG_RATIO_HIST_BINS,
-                                        "maxItems": LOG_RATIO_HIST_BINS,
-                                    }
-                                },
-                                "additionalProperties": {"type": "array", "items": _COUNT_SCHEMA, "maxItems": 1000},
-                            },
-                            {"type": "null"},
-                        ]
-                    },
-                },
-            },
-        },
-    },
-}
-
 
 @router.put("/runs/{run_id}", response_model=RunOut, responses=_ERRORS, summary="Create or update a run")
 def put_run_route(run_id: RunIdPath, body: RunIn, db: DbDep, principal: AuthDep) -> RunOut:
-    """Idempotent: the same body twice leaves one run. Fields left out keep their stored values."""
-    principal.require("ingest", body.project)
+    """Idempotent: the same body twice leaves one run. Fields left out keep their stored values; without
+    ``project`` a new run goes into the token's project (``default`` without auth)."""
+    project = body.project
+    if project is None:  # omitted: the run keeps its project
+        with db.read() as session:
+            stored = get_run(session, run_id=run_id)
+        project = stored.project if stored is not None else (principal.project or "default")
+    principal.require("ingest", project)
     now = time.time()
     with db.write() as session:
-        pid = ensure_project(session, body.project, cache=db.project_ids)
+        pid = ensure_project(session, project, cache=db.project_ids)
         try:
             put_run(
                 session,
                 run_id=run_id,
-                update_=RunUpdate(body.project, body.name, body.algorithm, body.config, body.tags, body.status),
+                update_=RunUpdate(project, body.name, body.algorithm, body.config, body.tags, body.status),
                 project_id=pid,
                 now=now,
             )
@@ -131,7 +87,7 @@ async def post_steps(run_id: RunIdPath, request: Request, db: DbDep, settings: S
     encoding = request.headers.get("content-encoding")
     now = time.time()
     project = principal.project or "default"
-    records: list[StepIn] = []
+    records: list[StepRecord] = []
     evaluate_rules = getattr(request.app.state, "rules_enabled", True)
 
     def store() -> IngestResult:  # parsing too runs off the event loop: a large batch takes a while

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from fastapi import Response
+from sapo_monitor.client.wire import encode_value, encode_values
 
 __all__ = ["downsampling_doc", "json_response", "wire_value", "wire_values"]
 
-_INF = math.inf
-
-
-def wire_value(v: float | None) -> float | str | None:
-    if v is None:
-        return None
-    if v != v:
-        return "NaN"
-    if v == _INF or v == -_INF:
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
-
-
-def wire_values(values: Iterable[float | None]) -> list[float | str | None]:
-    return [v if (v.__class__ is float and v - v == 0) else wire_value(v) for v in values]
+# The wire's encoding (sapo_monitor.client.wire), under the names the routers use.
+wire_value = encode_value
+wire_values = encode_values
 
 
 def json_response(doc: Any, status_code: int = 200) -> Response:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+from sapo_monitor.client import wire
 
 __all__ = [
+    "NAME_PATTERN",
     "RUN_ID_PATTERN",
     "CompareOut",
     "HistogramOut",
@@ -21,20 +23,52 @@ __all__ = [
     "SeriesOut",
 ]
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,199}$"
+RUN_ID_PATTERN = wire.RUN_ID_PATTERN
+NAME_PATTERN = wire.PROJECT_PATTERN
 Value = float | Literal["NaN", "Infinity", "-Infinity"]
 
 
 class RunIn(BaseModel):
-    """``PUT /runs/{run_id}``: fields left out keep their stored value."""
+    """``PUT /runs/{run_id}``: fields left out keep their stored value (``project`` included)."""
 
-    project: str = Field("default", pattern=NAME_PATTERN, description="Project the run belongs to.")
-    name: str | None = Field(None, max_length=200)
-    algorithm: str | None = Field(None, max_length=64, description="sapo, grpo, gspo, ...")
-    config: dict[str, Any] | None = Field(None, description="Free-form run configuration (JSON object).")
-    tags: dict[str, str] | None = Field(None, description="Key -> value labels used to filter runs.")
+    project: str | None = Field(
+        None, pattern=NAME_PATTERN,
+        description="Project the run belongs to; omitted: the run's own (a new run: the token's, else 'default').",
+    )
+    name: str | None = Field(None, max_length=wire.RUN_NAME_MAX_LEN)
+    algorithm: str | None = Field(None, max_length=wire.ALGORITHM_MAX_LEN, description="sapo, grpo, gspo, ...")
+    config: dict[str, Any] | None = Field(None, description=wire.CONFIG_DESCRIPTION)
+    tags: dict[str, str] | None = Field(
+        None, description=f"Key -> value labels used to filter runs (keys at most {wire.TAG_KEY_MAX_LEN} "
+        f"characters, values at most {wire.TAG_VALUE_MAX_LEN}).",
+    )
     status: Literal["running", "finished", "failed"] | None = None
+
+    @field_validator("name", "algorithm")
+    @classmethod
+    def _storable_text(cls, v: str | None) -> str | None:
+        problem = None if v is None else wire.text_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _storable_tags(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key, value in (v or {}).items():
+            problem = wire.text_problem(key, wire.TAG_KEY_MAX_LEN)
+            if problem:
+                raise ValueError(f"tag key {key[:50]!r}: {problem}")
+            problem = wire.text_problem(value, wire.TAG_VALUE_MAX_LEN)
+            if problem:
+                raise ValueError(f"tag {key[:50]!r}: value {problem}")
+        return v
+
+    @field_validator("config")
+    @classmethod
+    def _storable_config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # NaN/Infinity become the wire strings (kept, not null); too-large ints and deep nesting are refused
+        return None if v is None else wire.encode_tree(v, loc=["config"])
 
 
 class RunOut(BaseModel):

@@ -11,10 +11,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sapo_monitor.client.wire import LOG_RATIO_HIST_NAME
+from sapo_monitor.client.wire import LOG_RATIO_HIST_NAME, StepRecord
 from sqlalchemy import Column
 
-from ..decode import StepIn
 from .models import CATALOGUE_COLUMNS, Step
 
 __all__ = [
@@ -53,7 +52,7 @@ def _from_json(v: Any) -> float:
     return _WIRE_NONFINITE[v] if isinstance(v, str) else float(v)
 
 
-def encode_rows(run_pk: int, records: Iterable[StepIn]) -> list[tuple]:
+def encode_rows(run_pk: int, records: Iterable[StepRecord]) -> list[tuple]:
     """Row tuples for ``steps``; NaN catalogue values become NULL plus a name in ``nan``."""
     rows = []
     names = CATALOGUE_NAMES

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sapo_monitor.client.wire import StepRecord
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ..decode import StepIn
 from .bulk import upsert_rows
 from .rollups import refresh_blocks
 from .rows import STEP_COLUMN_NAMES, encode_rows
@@ -43,7 +43,7 @@ def store_steps(
     *,
     run_id: str,
     project_id: int,
-    records: Sequence[StepIn],
+    records: Sequence[StepRecord],
     now: float,
     any_project: bool = False,
 ) -> IngestedRun:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sapo_monitor.service.decode import StepIn
+from sapo_monitor.client.wire import StepRecord
 from sapo_monitor.service.ingestion import ingest_steps
 from sapo_monitor.service.storage import migrate
 from sapo_monitor.service.storage.db import Database
@@ -43,7 +43,7 @@ BOTH = pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgresql", m
 def ingest(db: Database, run_id: str, trace, *, project: str = "p") -> None:  # type: ignore[no-untyped-def]
     """Store ``[(step, metrics), ...]`` in one transaction, as the ingest route does."""
     now = time.time()
-    records = [StepIn(step=s, time=now, metrics=m) for s, m in sorted(trace, key=lambda x: x[0])]
+    records = [StepRecord(step=s, time=now, metrics=m) for s, m in sorted(trace, key=lambda x: x[0])]
     with db.write() as session:
         pid = ensure_project(session, project)
         ingest_steps(session, run_id=run_id, project_id=pid, records=records, now=now)
