@@ -85,7 +85,7 @@ def print_tables(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     first = results[names[0]]
     console = Console(width=200)
     fail = Table(title="failing runs: baseline | current")
-    cols = [("collapsed", "hindsight collapsed"), ("detected", "detected/runs"), ("median_delay", "median delay"), ("worst_delay", "worst delay"),
+    cols = [("collapsed", "hindsight collapsed"), ("detected", "detected/runs"), ("warned", "any alert<=30"), ("median_delay", "median delay"), ("worst_delay", "worst delay"),
             ("warning_vs_onset", "warning-onset"), ("lead_vs_critical", "critical-warning"),
             ("alerts_before_onset", "alerts <onset-10"), ("notifications_per_run", "notif./run")]
     fail.add_column("kind")
@@ -97,7 +97,7 @@ def print_tables(results: dict[str, dict[str, dict[str, Any]]]) -> None:
             cells = []
             for n in names:
                 r = results[n][kind]
-                cells.append(f"{r['detected']}/{r['runs']}" if key == "detected" else _cell(r[key]))
+                cells.append(f"{r[key]}/{r['runs']}" if key in ("detected", "warned") else _cell(r[key]))
             row.append(cells[0] if key == "collapsed" else " | ".join(cells))
         fail.add_row(kind, *row)
     console.print(fail)

@@ -139,6 +139,11 @@ class Outcome:
                 best = d if best is None else min(best, d)
         return best
 
+    def warned(self) -> bool:
+        """Any alert (warning or critical) firing within [onset, onset + WINDOW]."""
+        assert self.onset is not None
+        return any(a.start <= self.onset + WINDOW and (a.end is None or a.end >= self.onset) for a in self.alerts)
+
     def first_warning(self) -> int | None:
         """First warning firing from 10 steps before the onset on (earlier ones are noise, counted apart)."""
         assert self.onset is not None
@@ -182,6 +187,7 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
             "runs": len(runs),
             "collapsed": sum(o.collapsed for o in runs),
             "detected": len(delays),
+            "warned": sum(o.warned() for o in runs),
             "median_delay": _median([float(d) for d in delays]),
             "worst_delay": max(delays) if delays else None,
             "warning_vs_onset": _median([float(x) for x in leads]),
