@@ -40,7 +40,7 @@ def parse_stop_on(stop_on: str | Iterable[str] | None) -> tuple[frozenset[str], 
     items = [s.strip() for s in (stop_on.split(",") if isinstance(stop_on, str) else stop_on) if s and s.strip()]
     if not items:
         return None
-    severities = set()
+    severities: set[str] = set()
     for s in items:
         if s in _SEVERITIES:  # a severity covers itself and everything above it
             severities.update(_SEVERITIES[_SEVERITIES.index(s):])

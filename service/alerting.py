@@ -13,8 +13,9 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from .outbox.payloads import AlertEvent, render
@@ -42,7 +43,7 @@ class RunRef:
 
 def project_name(session: Session, project_id: int) -> str | None:
     """Project names never change, so they are cached per process (and database: ids repeat across them)."""
-    key = (str(session.get_bind().url), project_id)
+    key = (str(session.get_bind().engine.url), project_id)
     name = _project_names.get(key)
     if name is None:
         name = session.scalar(select(Project.name).where(Project.id == project_id))
@@ -125,7 +126,7 @@ def apply_transitions(
     new alerts in one insert, each changed alert updated once to its final state, transitions and
     outbox rows in one insert each, in transition order.
     """
-    alerts = Alert.__table__
+    alerts = cast(Table, Alert.__table__)
     new_alerts: dict[str, dict] = {}
     changed: dict[str, dict] = {}
     rows: list[dict] = []
@@ -202,6 +203,6 @@ def apply_transitions(
         )
         conn.execute(stmt, group)
     if rows:
-        conn.execute(insert(AlertTransition.__table__), rows)
+        conn.execute(insert(cast(Table, AlertTransition.__table__)), rows)
     if outbox:
         enqueue_rows(session, outbox)

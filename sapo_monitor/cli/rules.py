@@ -25,7 +25,7 @@ def _records_from_doc(doc: Any) -> list[Any]:
     from sapo_monitor.client.wire import decode_float
     from sapo_monitor.service.rules.evaluate import StepInput
 
-    steps = doc.get("steps") if isinstance(doc, dict) and "steps" in doc else [doc]
+    steps: list[Any] = doc["steps"] if isinstance(doc, dict) and isinstance(doc.get("steps"), list) else [doc]
     out = []
     for s in steps:
         metrics = {k: decode_float(v) for k, v in (s.get("metrics") or {}).items()

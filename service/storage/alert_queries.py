@@ -183,5 +183,6 @@ def first_alert_steps(session: Session, run_ids: Sequence[str]) -> dict[str, dic
         .group_by(Run.run_id, Alert.severity)
     )
     for rid, severity, step in session.execute(q):
-        out[rid][f"first_{severity}_step"] = int(step)
+        if step is not None:
+            out[rid][f"first_{severity}_step"] = int(step)
     return out

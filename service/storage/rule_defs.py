@@ -131,4 +131,4 @@ def delete_rule(session: Session, *, rule_id: str) -> bool:
         )
     result = session.execute(delete(AlertRule).where(AlertRule.id == rule_id))
     _RULES.invalidate_on_commit(session)
-    return bool(result.rowcount)
+    return bool(getattr(result, "rowcount", 0))  # a CursorResult for a DELETE

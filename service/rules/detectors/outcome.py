@@ -125,7 +125,7 @@ def _quiet_drop_from_best(metric: str, alpha: float, warmup: int, drop: float, m
     def quiet(st: dict, batch: list) -> bool:
         n, e, best = st.get("n", 0), st.get("e"), st.get("ref")
         for x in finite_values(batch, metric):  # the step function's recursion, on locals
-            e = x if n == 0 else e + alpha * (x - e)
+            e = x if n == 0 or e is None else e + alpha * (x - e)
             n += 1
             if n < warmup:
                 continue
