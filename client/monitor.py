@@ -13,7 +13,6 @@ import atexit
 import dataclasses
 import logging
 import math
-import re
 import secrets
 import sys
 import time
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["RUN_ID_RE", "Monitor", "init"]
 
 log = logging.getLogger("sapo_monitor.client")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+RUN_ID_RE = wire.RUN_ID_RE  # the one run-id rule (wire.names), the service's too
 
 
 class Monitor:
@@ -351,13 +350,13 @@ def init(
     group = data_parallel_group(process_group)
     exchange = StoreExchange(group) if group is not None else None
     run_id = run or _new_run_id(algo)
-    if not RUN_ID_RE.match(run_id):
-        raise ConfigError(f"run id {run_id!r} must match [A-Za-z0-9_.-]{{1,128}}")
+    if not wire.is_run_id(run_id):  # the service would refuse every batch of it, and it names a spool folder
+        raise ConfigError(f"run id {run_id!r} is not valid: {wire.RUN_ID_RULE}")
     spec = wire.RunSpec(
         project=settings.project,
         name=name or run_id,
         algorithm=algo,
-        config=_jsonable(config or {}),
+        config=_checked_config(config),
         tags={str(k): str(v) for k, v in (tags or {}).items()},
         status="running",
     )
@@ -398,6 +397,14 @@ def _settings_from_env() -> ClientSettings:
 
 def _new_run_id(algo: str | None) -> str:
     return f"{algo or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _checked_config(config: Any) -> dict[str, Any]:
+    """The config as JSON data the service stores (wire.encode_tree's checks), else ConfigError."""
+    try:
+        return wire.encode_tree(_jsonable(config or {}), loc=["config"])  # type: ignore[no-any-return]
+    except wire.WireError as exc:
+        raise ConfigError(f"config is not storable: {exc}") from None
 
 
 def _jsonable(value: Any) -> Any:

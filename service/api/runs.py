@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from sapo_monitor.client import wire
 from sapo_monitor.client.wire import LOG_RATIO_HIST_EDGES, LOG_RATIO_HIST_NAME
 from starlette.concurrency import run_in_threadpool
 
@@ -19,10 +20,11 @@ from .read_limits import check_points_budget
 from .responses import downsampling_doc, json_response, wire_value, wire_values
 from .schemas import NAME_PATTERN, RUN_ID_PATTERN, HistogramOut, RunOut, RunPageOut, SeriesOut
 
-__all__ = ["MetricQuery", "check_metrics", "router", "run_out"]
+__all__ = ["MetricQuery", "check_metrics", "check_query_text", "router", "run_out"]
 
 router = APIRouter(tags=["runs"])
-RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Run id chosen by the client.")]
+RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, max_length=wire.RUN_ID_MAX_LEN,
+                                description="Run id chosen by the client.")]
 MetricQuery = Annotated[
     list[str],
     Query(description="Metric name (repeat for several).", min_length=1, max_length=64),
@@ -30,13 +32,20 @@ MetricQuery = Annotated[
 MaxPoints = Annotated[int, Query(ge=3, le=100_000, description="Most points returned per metric and run.")]
 StepBound = Annotated[int | None, Query(ge=0, le=2**62 - 1)]
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
-_METRIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 
 
 def check_metrics(metrics: list[str]) -> None:
     for i, m in enumerate(metrics):
-        if not m or len(m) > 200 or not set(m) <= _METRIC_CHARS:
-            raise BadRequest("metric names match [a-z0-9_.]+ (at most 200 characters)", ["query", "metric", i])
+        if not wire.is_metric_name(m):
+            raise BadRequest(f"metric names match [a-z0-9_.]+ (at most {wire.METRIC_NAME_MAX_LEN} characters)",
+                             ["query", "metric", i])
+
+
+def check_query_text(value: str | None, loc: list[str | int], max_len: int | None = None) -> None:
+    """A query value the databases can compare (PostgreSQL refuses NUL): else a 422 naming it."""
+    problem = None if value is None else wire.text_problem(value, max_len)
+    if problem:
+        raise BadRequest(problem, loc)
 
 
 def run_out(info: RunInfo, latest: dict[str, tuple[int, float]] | None = None) -> RunOut:
@@ -61,6 +70,7 @@ def run_out(info: RunInfo, latest: dict[str, tuple[int, float]] | None = None) -
 def _parse_tags(tags: list[str]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for i, t in enumerate(tags):
+        check_query_text(t, ["query", "tag", i])
         key, sep, value = t.partition(":")
         if not key:
             raise BadRequest("tag filters are 'key' or 'key:value'", ["query", "tag", i])
@@ -73,7 +83,7 @@ def list_runs_route(
     db: DbDep,
     principal: AuthDep,
     project: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    algorithm: Annotated[str | None, Query(max_length=64)] = None,
+    algorithm: Annotated[str | None, Query(max_length=wire.ALGORITHM_MAX_LEN)] = None,
     status: Annotated[str | None, Query(pattern="^(running|finished|failed)$")] = None,
     tag: Annotated[list[str], Query(description="'key' or 'key:value'; repeat to AND them.",
                                     max_length=20)] = [],  # noqa: B006
@@ -81,6 +91,7 @@ def list_runs_route(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> RunPageOut:
     """Newest-seen first. A project-scoped token sees only its project."""
+    check_query_text(algorithm, ["query", "algorithm"])
     principal.require("read", project)
     if principal.project is not None:
         project = principal.project
