@@ -13,6 +13,8 @@ import re
 from enum import Enum
 from typing import Any
 
+from sapo_monitor.client import wire
+
 # Loss types TRL 1.16 implements, by the family the monitor files them under. `luspo` and anything at
 # `importance_sampling_level="sequence"` clip one ratio per sequence, which is GSPO's scheme.
 GRPO_FAMILY = frozenset({"grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "vespo"})
@@ -119,7 +121,7 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
+        return value if math.isfinite(value) else wire.encode_float(value)  # the wire's "NaN", not repr's "nan"
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -29,11 +29,12 @@ def _plot(doc: dict, metrics: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 2.6 * len(metrics)), sharex=True, squeeze=False)
-    wire = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+    from sapo_monitor.client.wire import decode_value
+
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
         m = doc["metrics"][metric]
         for run_id, values in m["values"].items():
-            pts = [(s, wire.get(v, v)) for s, v in zip(m["step"], values, strict=True) if v is not None]
+            pts = [(s, decode_value(v)) for s, v in zip(m["step"], values, strict=True) if v is not None]
             ax.plot([s for s, _ in pts], [v for _, v in pts], label=run_id, linewidth=1.0)
             nan_steps = [s for s, v in zip(m["step"], values, strict=True) if v == "NaN"]
             if nan_steps:

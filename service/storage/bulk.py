@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 import orjson
+from sapo_monitor.client.wire import encode_float
 from sqlalchemy.orm import Session
 
 __all__ = ["upsert_rows"]
@@ -39,9 +40,8 @@ def _sql(dialect: str, table: str, columns: tuple[str, ...], key: tuple[str, ...
 
 
 def _pg_value(v: Any) -> Any:
-    if v.__class__ is float and (v == _INF or v == -_INF):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
+    # the wire's strings are also what PostgreSQL's float input reads for the infinities
+    return encode_float(v) if v.__class__ is float and (v == _INF or v == -_INF) else v
 
 
 def upsert_rows(

@@ -20,7 +20,7 @@ from itertools import groupby
 from typing import Any, Protocol
 
 import orjson
-from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_NAME
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_NAME, decode_value
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -48,7 +48,6 @@ ROLLUP_COLUMN_NAMES: tuple[str, ...] = (
     *(rollup_column(n, s) for n in CATALOGUE_COLUMNS for s, _ in ROLLUP_STATS),
 )
 _KEY = ("run_pk", "block")
-_WIRE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _ZERO_HIST = (0,) * LOG_RATIO_HIST_BINS
 # A block's summed histogram count saturates here (each count may be up to 2**63-1, so 64 of them can
 # pass a BIGINT); readers that meet it sum the block's steps instead, so answers stay exact.
@@ -175,7 +174,7 @@ def _extra_doc(metrics: dict[str, Stats]) -> str | None:
 def _parse_extra(doc: str | None) -> dict[str, Stats]:
     if not doc:
         return {}
-    return {k: [_WIRE[v] if isinstance(v, str) else v for v in st] for k, st in orjson.loads(doc).items()}
+    return {k: [decode_value(v) for v in st] for k, st in orjson.loads(doc).items()}
 
 
 def _to_row(run_pk: int, block: int, bs: BlockStats, extra: str | None) -> tuple:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sapo_monitor.client.wire import LOG_RATIO_HIST_NAME, StepRecord
+from sapo_monitor.client.wire import LOG_RATIO_HIST_NAME, StepRecord, decode_float, encode_float
 from sqlalchemy import Column
 
 from .models import CATALOGUE_COLUMNS, Step
@@ -31,7 +31,6 @@ STEP_COLUMN_NAMES: tuple[str, ...] = (
     "run_pk", "step", "time", *CATALOGUE_COLUMNS.values(), "nan", "hist", "extra",
 )
 _N_CAT = len(CATALOGUE_NAMES)
-_WIRE_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def step_columns() -> list[Column]:
@@ -39,17 +38,7 @@ def step_columns() -> list[Column]:
     return [Step.__table__.c[name] for name in STEP_COLUMN_NAMES]
 
 
-def json_float(v: float) -> float | str:
-    """A float for a JSON document: itself when finite, else the wire string."""
-    if v != v:
-        return "NaN"
-    if v in (math.inf, -math.inf):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
-
-
-def _from_json(v: Any) -> float:
-    return _WIRE_NONFINITE[v] if isinstance(v, str) else float(v)
+json_float = encode_float  # a float for a JSON column: the wire's encoding
 
 
 def encode_rows(run_pk: int, records: Iterable[StepRecord]) -> list[tuple]:
@@ -106,7 +95,7 @@ def decode_row(row: Sequence[Any]) -> dict[str, float]:
     extra = row[5 + _N_CAT]
     if extra:
         for k, v in orjson.loads(extra).get("m", {}).items():
-            out[k] = _from_json(v)
+            out[k] = decode_float(v)
     return out
 
 

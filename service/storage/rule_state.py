@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sapo_monitor.client.wire import decode_float, encode_float
+from sapo_monitor.client.wire import NONFINITE_STRINGS, decode_float, encode_float
 from sqlalchemy.orm import Session
 
 from ..rules.evaluate import RunRuleState
@@ -19,7 +19,7 @@ from .alert_models import RuleState
 
 __all__ = ["decode_state", "encode_state", "load_state", "save_state"]
 
-_NONFINITE = frozenset(("NaN", "Infinity", "-Infinity"))
+_NONFINITE = frozenset(NONFINITE_STRINGS)
 
 # Plain SQL on the driver: this runs on every ingested batch, and SQLAlchemy's statement building
 # costs more than the queries themselves. ``?`` is SQLite's placeholder, ``%s`` psycopg's.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
+from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, decode_float, decode_value
 from sqlalchemy import ColumnClause, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
@@ -49,7 +49,6 @@ __all__ = [
 
 _B = ROLLUP_BLOCK
 RAW_LIMIT = 16_384  # above this many steps, buckets are whole rollup blocks
-_WIRE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 @dataclass
@@ -110,7 +109,7 @@ def _extra_raw(session: Session, run_pk: int, metric: str, lo: int, hi: int, *, 
     for step, extra in session.execute(q):
         v = orjson.loads(extra).get("m", {}).get(metric)
         if v is not None:
-            out.append((step, _WIRE[v] if isinstance(v, str) else float(v)))
+            out.append((step, decode_float(v)))
             if limit is not None and len(out) >= limit:
                 break
     return out
@@ -140,7 +139,7 @@ def _metric_blocks(session: Session, run_pk: int, metric: str, first: int, last:
     for block, extra in session.execute(select(t.c.block, t.c.extra).where(*where, _present(metric))):
         st = orjson.loads(extra).get(metric)
         if st is not None:
-            yield block, [_WIRE[v] if isinstance(v, str) else v for v in st]
+            yield block, [decode_value(v) for v in st]
 
 
 def _point_stats(step: int, v: float) -> Stats:
