@@ -5,6 +5,7 @@ import { num } from "./api.js";
 
 // Charts on the page by name, for the zoom sync and for the browser tests to inspect.
 export const registry = new Map();
+let zoomLock = false;
 window.sapoCharts = registry;
 
 // Several series with their own steps (downsampled series keep the steps of each bucket's min and
@@ -124,7 +125,11 @@ export function lineChart(container, spec, { onZoom, onReset, syncKey = "steps" 
         const lo = Math.max(0, Math.floor(u.posToVal(u.select.left, "x")));
         const hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
         u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-        if (onZoom && hi > lo) onZoom(lo, hi);
+        // Charts sharing a sync key all report the same selection in one go: zoom once.
+        if (!onZoom || hi <= lo || zoomLock) return;
+        zoomLock = true;
+        setTimeout(() => { zoomLock = false; }, 0);
+        onZoom(lo, hi);
       }],
     },
     plugins: [bandsPlugin(chart)],
