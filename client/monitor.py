@@ -307,7 +307,8 @@ def init(
     """Start monitoring a run.
 
     Args:
-        run: the run id ``[A-Za-z0-9_.-]{1,128}``; reusing one resumes it (and its spool). Default: a new id.
+        run: the run id (wire.RUN_ID_RULE: letters, digits, ``.``, ``_``, ``-``, starting with a letter or
+            digit, a dot only between two others, at most 200); reusing one resumes it (and its spool). Default: a new id.
         project: project name (default ``SAPO_MONITOR_PROJECT`` or "default").
         server: service URL (default ``SAPO_MONITOR_SERVER``); None: offline, steps go to the spool only.
         token: bearer token (default ``SAPO_MONITOR_TOKEN``).
