@@ -99,7 +99,8 @@ function draw(hm) {
     }
   }
   for (const b of hm.bands) {
-    const x0 = xOf(b.from_step), x1 = Math.max(xOf((b.to_step ?? r.hi) + 1), x0 + 2);
+    const x0 = Math.max(PAD.left, xOf(b.from_step)), x1 = Math.min(PAD.left + w, Math.max(xOf((b.to_step ?? r.hi) + 1), x0 + 2));
+    if (x1 <= x0) continue;
     ctx.fillStyle = SEVERITY_LINE[b.severity] || SEVERITY_LINE.warning;
     ctx.fillRect(x0, PAD.top - 6, x1 - x0, 5);
   }
