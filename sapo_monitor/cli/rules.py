@@ -106,6 +106,7 @@ def backtest(
                                     help="Candidate rule file (JSON: {\"rules\": [...]}; an entry with a built-in's "
                                          "id overrides it). Default: the built-in pack."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per run) instead of tables."),
+    with_pending: bool = typer.Option(False, "--pending", help="Also list alerts that went pending but never fired."),
     server: str = SERVER,
     token: str = TOKEN,
 ) -> None:
@@ -136,19 +137,23 @@ def backtest(
                                    "first_warning": r.first_step("warning"), "first_critical": r.first_step("critical"),
                                    "alerts": [vars(a) for a in r.alerts]}))
         return
-    _print_tables(results)
+    _print_tables(results, with_pending=with_pending)
 
 
-def _print_tables(results: list[Any]) -> None:
+def _print_tables(results: list[Any], *, with_pending: bool) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = Console()
     for r in results:
+        shown = [a for a in r.alerts if with_pending or a.fired_step is not None]
+        fired = sum(a.fired_step is not None for a in r.alerts)
+        first = r.first_step("critical")
         table = Table("rule", "severity", "pending", "fired", "resolved",
-                      title=Text(f"{r.run_id}: {r.steps} steps, {len(r.alerts)} alerts"))
-        for a in r.alerts:
+                      title=Text(f"{r.run_id}: {r.steps} steps, {fired} alerts fired, first critical at step "
+                                 f"{'-' if first is None else first}"))
+        for a in shown:
             cells = [a.rule, a.severity, a.pending_step, a.fired_step, a.resolved_step]
             table.add_row(*[Text("-" if c is None else str(c)) for c in cells])
         console.print(table)
