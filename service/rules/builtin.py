@@ -87,7 +87,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         """The smoothed mean reward fell a set fraction below the best it reached: the run is unlearning.
         Look at the steps just before (ratio spread, gate saturation, entropy, gradient norm) for the
         cause, and consider resuming from a checkpoint near the best.""",
-        metric="reward.mean", alpha=0.2, drop=0.5, warmup=10, min_scale=0.05,
+        metric="reward.mean", alpha=0.2, drop=0.4, warmup=10, min_scale=0.05,
     ),
     _rule(
         "grad_norm_spike", "median_spike", "warning", 1,
