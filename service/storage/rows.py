@@ -56,7 +56,12 @@ def encode_rows(run_pk: int, records: Iterable[StepRecord]) -> list[tuple]:
                     values[i] = None
                     nan_names = names[i] if nan_names is None else f"{nan_names},{names[i]}"
         unknown = m.keys() - _CATALOGUE_SET
-        extra_m = {k: json_float(m[k]) for k in sorted(unknown)} if unknown else None
+        extra_m: dict[str, Any] | None = None
+        if unknown:
+            if total - total == 0:  # all finite: orjson writes them as they are (sorted in C below)
+                extra_m = m if len(unknown) == len(m) else {k: m[k] for k in unknown}
+            else:
+                extra_m = {k: json_float(m[k]) for k in unknown}
         hists = rec.histograms
         hist = hists.get(LOG_RATIO_HIST_NAME)
         extra = None
@@ -67,7 +72,7 @@ def encode_rows(run_pk: int, records: Iterable[StepRecord]) -> list[tuple]:
             other_h = {k: v for k, v in hists.items() if k != LOG_RATIO_HIST_NAME}
             if other_h:
                 doc["h"] = other_h
-            extra = orjson.dumps(doc).decode()
+            extra = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
         rows.append(
             (
                 run_pk,
