@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sapo_monitor.client import wire
 
 from ..errors import BadRequest, ErrorOut, Forbidden, NotFound, ServiceError
 from ..rules.builtin import BUILTIN_IDS
@@ -48,6 +49,31 @@ class RuleIn(BaseModel):
     project: str | None = Field(None, description="Only runs of this project (null: every project).")
     run_id: str | None = Field(None, description="Only this run (null: every run in scope).")
     enabled: bool | None = None
+
+    @field_validator("id", "kind", "severity", "description", "project", "run_id")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        problem = None if value is None else wire.text_problem(value)  # NUL: PostgreSQL refuses it (422 on both)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _storable_params(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        def walk(v: Any, where: str) -> None:
+            texts = [v] if isinstance(v, str) else list(v) if isinstance(v, dict) else []
+            for t in texts:
+                problem = wire.text_problem(t)
+                if problem:
+                    raise ValueError(f"{where}: {problem}")
+            children = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+            for k, child in children:
+                walk(child, f"{where}.{k}")
+
+        if value is not None:
+            walk(value, "params")
+        return value
 
 
 class RuleOut(BaseModel):

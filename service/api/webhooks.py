@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sapo_monitor.client import wire
 
 from ..errors import BadRequest, ErrorOut, Forbidden, NotFound
 from ..outbox.destinations import DestinationPolicy, RefusedDestination
@@ -42,6 +43,14 @@ class WebhookIn(BaseModel):
     project: str | None = Field(None, pattern=NAME_PATTERN, description="Only alerts of runs in this project.")
     run_id: str | None = Field(None, pattern=RUN_ID_PATTERN, description="Only alerts of this run.")
     description: str | None = Field(None, max_length=200)
+
+    @field_validator("url", "secret", "description")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        problem = None if value is None else wire.text_problem(value)  # NUL: PostgreSQL refuses it (422 on both)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("url")
     @classmethod

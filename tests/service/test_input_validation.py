@@ -102,3 +102,22 @@ def test_put_without_project_with_a_project_token(db_url: str) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["project"] == "team"
         assert _put(c, "tok24b", {"name": "x"}).json()["project"] == "team"  # a new run: the token's project
+
+
+_RULE = {"id": "nul-check", "kind": "threshold", "severity": "warning",
+         "params": {"metric": "log_ratio.std", "op": ">", "value": 0.5}}
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("path", "doc", "loc"),
+    [
+        ("/api/v1/rules", {**_RULE, "description": "a\x00b"}, ["body", "description"]),
+        ("/api/v1/rules", {**_RULE, "id": "nul\x00"}, ["body", "id"]),
+        ("/api/v1/rules", {**_RULE, "params": {**_RULE["params"], "metric": "lo\x00ss"}}, ["body", "params"]),
+        ("/api/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "description": "a\x00b"}, ["body", "description"]),
+        ("/api/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "secret": "0123456789\x00"}, ["body", "secret"]),
+    ],
+)
+def test_nul_in_rule_and_webhook_fields_is_a_422(service: httpx.Client, path: str, doc: dict, loc: list) -> None:
+    assert _locs(service.post(path, json=doc))[0][: len(loc)] == loc
