@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from sapo_monitor.cli._plain import plain, safe
 from sapo_monitor.cli._service_http import SERVER, TOKEN, get_json
 
 __all__ = ["register"]
@@ -40,7 +41,8 @@ def list_(
     table = Table("run", "project", "algorithm", "status", "steps", "last seen", title=f"{page['total']} runs")
     for r in page["runs"]:
         steps = "" if r["first_step"] is None else f"{r['first_step']}..{r['last_step']}"
-        table.add_row(r["run_id"], r["project"], r["algorithm"] or "", r["status"], steps, _ago(r["last_seen_at"]))
+        table.add_row(plain(r["run_id"]), plain(r["project"]), plain(r["algorithm"] or ""), plain(r["status"]), steps,
+                      _ago(r["last_seen_at"]))
     Console().print(table)
 
 
@@ -56,14 +58,15 @@ def show(
 
     r = get_json(server, token, f"/api/v1/runs/{run_id}")
     console = Console()
-    console.print(f"[bold]{r['run_id']}[/bold]  project={r['project']}  algorithm={r['algorithm'] or '-'}  "
-                  f"status={r['status']}  steps={r['first_step']}..{r['last_step']}  "
-                  f"last seen {_ago(r['last_seen_at'])}")
+    console.print(f"[bold]{safe(r['run_id'])}[/bold]  project={safe(r['project'])}  "
+                  f"algorithm={safe(r['algorithm'] or '-')}  status={safe(r['status'])}  "
+                  f"steps={r['first_step']}..{r['last_step']}  last seen {_ago(r['last_seen_at'])}")
     if r["tags"]:
-        console.print("tags: " + ", ".join(f"{k}={v}" for k, v in r["tags"].items()))
+        console.print(plain("tags: " + ", ".join(f"{k}={v}" for k, v in r["tags"].items())))
     table = Table("metric", "latest", "at step")
     for name, value in (r["latest"] or {}).items():
-        table.add_row(name, value if isinstance(value, str) else f"{value:.6g}", str(r["latest_step"][name]))
+        table.add_row(plain(name), plain(value if isinstance(value, str) else f"{value:.6g}"),
+                      str(r["latest_step"][name]))
     console.print(table)
 
 
