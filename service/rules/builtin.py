@@ -80,7 +80,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         improve: the policy became nearly deterministic without getting better and stops exploring.
         (Entropy falling while the reward climbs is convergence and does not fire.) Check the learning
         rate, negative-side instability and whether the reward is being hacked by a degenerate answer.""",
-        metric="entropy.mean", baseline_steps=10, fraction=0.3, guard_metric="reward.mean", guard_gain=0.2,
+        metric="entropy.mean", baseline_steps=10, fraction=0.3, guard_metric="reward.mean", guard_gain=0.02,
+        guard_window=20,
     ),
     _rule(
         "reward_collapse", "drop_from_best", "critical", 5,

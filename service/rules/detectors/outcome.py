@@ -23,6 +23,7 @@ __all__ = ["BELOW_BASELINE", "DROP_FROM_BEST"]
 def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
     metric, steps, fraction = p["metric"], p["baseline_steps"], p["fraction"]
     guard, gain, alpha = p["guard_metric"], p["guard_gain"], 0.1
+    window = p["guard_window"]
 
     def step(st: dict, m: Mapping[str, float]) -> bool | None:
         x = m.get(metric)
@@ -38,6 +39,11 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
                     st["ge"] += alpha * (g - st["ge"])
                 if gn + 1 == steps:
                     st["gref"] = st["gsum"] / steps
+                if window:  # the guard's EWMA over the last `window` steps
+                    gw = st.setdefault("gw", [])
+                    gw.append(st["ge"])
+                    if len(gw) > window + 1:
+                        del gw[0]
         if x is None or not isfinite(x):
             return None
         n = st.get("n", 0)
@@ -49,13 +55,19 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
             return False
         if x >= fraction * st["ref"]:
             return False
-        # Falling entropy while the reward climbs is convergence, not collapse.
-        return not (guard is not None and "gref" in st and st["ge"] - st["gref"] >= gain)
+        # Falling entropy while the reward climbs is convergence, not collapse. With a window, "climbs"
+        # means over the same recent window (a reward that rose early and then stalled does not excuse it).
+        if guard is None or "gref" not in st:
+            return True
+        gw = st.get("gw")
+        if window and gw is not None and len(gw) > window:
+            return st["ge"] - gw[0] < gain
+        return st["ge"] - st["gref"] < gain
 
     return step
 
 
-def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str | None) -> QuietFn:
+def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str | None, window: int) -> QuietFn:
     alpha = 0.1  # as in the step function
 
     def quiet(st: dict, batch: list) -> bool:
@@ -67,8 +79,13 @@ def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str |
         if guard is not None:
             gs = finite_values(batch, guard)
             e = st["ge"]
+            gw = st.setdefault("gw", []) if window else None
             for g in gs:
                 e += alpha * (g - e)
+                if gw is not None:
+                    gw.append(e)
+            if gw is not None and len(gw) > window + 1:
+                del gw[: len(gw) - window - 1]
             st["ge"] = e
             st["gn"] += len(gs)
         return True
@@ -87,10 +104,13 @@ BELOW_BASELINE = Kind(
         Param("guard_metric", "str", None, "Optional: do not fire while this metric's EWMA is `guard_gain` above "
               "its own early mean (e.g. reward.mean: low entropy with a rising reward is convergence)."),
         Param("guard_gain", "float", 0.2, "Rise of the guard metric that suppresses the alert.", minimum=0.0),
+        Param("guard_window", "int", 0, "Measure the guard's rise over this many recent steps (0: since the "
+              "early mean).", minimum=0, maximum=10000),
     ),
     _compile_below_baseline,
     lambda p: (p["metric"],),
-    quiet=lambda p: _quiet_below_baseline(p["metric"], p["baseline_steps"], p["fraction"], p["guard_metric"]),
+    quiet=lambda p: _quiet_below_baseline(p["metric"], p["baseline_steps"], p["fraction"], p["guard_metric"],
+                                           p["guard_window"]),
 )
 
 # --- drop from the running best -----------------------------------------------------------------
