@@ -123,7 +123,9 @@ def run_trainer(session: DemoSession, algorithm: str, progress: Progress) -> Any
     cfg = session.config
     run_id = session.run_id(algorithm)
     trainer = Trainer(make_config(cfg.preset, algo=algorithm, steps=cfg.steps, seed=cfg.seed))
-    monitor = attach(trainer, run=run_id, project=cfg.project, server=session.service.url)
+    # The session's own spool (removed with it): the demo never writes into the user's ~/.cache.
+    monitor = attach(trainer, run=run_id, project=cfg.project, server=session.service.url,
+                     spool_dir=session.workdir / "spool")
     try:
         summary = trainer.train(progress=lambda step_log: progress(run_id, step_log.step + 1, cfg.steps))
     finally:

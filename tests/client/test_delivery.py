@@ -12,6 +12,7 @@ import torch
 from sapo_monitor.client import ConfigError, InputError, init
 from sapo_monitor.client._spool import Spool
 from sapo_monitor.client.upload import upload_spool
+from sapo_monitor.client.wire import encode_batch
 from typer.testing import CliRunner
 
 from sapo_monitor.cli.main import app
@@ -193,3 +194,28 @@ def test_steps_after_close_are_kept_on_disk(receiver, fast_settings, caplog):
     assert receiver.step_numbers("d-13") == [0, 1, 2]
     assert _spooled_steps(Spool(mon.spool_dir)) == [3, 4]
     assert _warnings(caplog, "was closed")
+
+
+def test_upload_twice_never_reopens_a_finished_run_nor_invents_runs(receiver, fast_settings):
+    mon = init("d-14", settings=fast_settings)  # offline
+    _steps(mon, range(4))
+    mon.close()
+    (Path(fast_settings.spool_dir) / "empty-folder" / "batches").mkdir(parents=True)  # a spool with nothing
+    root = Path(fast_settings.spool_dir)
+    assert upload_spool(root, receiver.url).steps_sent == 4
+    assert receiver.runs["d-14"]["status"] == "finished"
+    receiver_put = receiver.runs.copy()
+    again = upload_spool(root, receiver.url)
+    assert again.ok and again.steps_sent == 0 and again.runs == []
+    assert receiver.runs == receiver_put and receiver.runs["d-14"]["status"] == "finished"
+    assert "empty-folder" not in receiver.runs
+    # A late batch of a finished run is uploaded with a PUT that carries no status (the run keeps its own).
+    Spool(root / "d-14").put(encode_batch([]))
+    upload_spool(root, receiver.url)
+    assert receiver.runs["d-14"].get("status") != "running"
+
+
+def test_no_test_writes_into_the_home_spool():
+    import os
+
+    assert not os.environ["SAPO_MONITOR_SPOOL_DIR"].startswith(str(Path.home() / ".cache"))
