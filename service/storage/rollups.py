@@ -119,9 +119,14 @@ def _catalogue_stats(rows: Sequence[tuple]) -> dict[str, Stats]:
             for name in nan.split(","):
                 nan_first.setdefault(name, s)
     stats: dict[str, Stats] = {}
+    n = len(steps)
     for i, name in enumerate(CATALOGUE_NAMES):
         nan_step = nan_first.get(name)
         col = cols[3 + i]
+        if col.count(None) == n:  # a metric the steps do not carry (a run of custom metrics: all 59 of them)
+            if nan_step is not None:
+                stats[name] = [None, None, None, None, nan_step]
+            continue
         if None not in col:  # the common case, all in C: rows are in step order, so .index() finds
             vmin, vmax = min(col), max(col)  # the earliest step of a tie
             stats[name] = [vmin, steps[col.index(vmin)], vmax, steps[col.index(vmax)], nan_step]
