@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import groupby, repeat
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS, LOG_RATIO_HIST_NAME, StepRecord, decode_value
@@ -98,9 +98,10 @@ def _other_stats(grp: Sequence[StepRecord], names: Iterable[str]) -> dict[str, S
     for name in names:
         col = columns.get(name) or list(map(dict.get, dicts, repeat(name)))
         if None not in col:
-            total = sum(col)
+            full = cast("Sequence[float]", col)
+            total = sum(full)
             if total - total == 0:  # every value finite (a sum overflowing to inf takes the slow path)
-                vmin, vmax = min(col), max(col)  # steps are sorted: .index() finds a tie's earliest step
+                vmin, vmax = min(full), max(full)  # steps are sorted: .index() finds a tie's earliest step
                 out[name] = [vmin, steps[col.index(vmin)], vmax, steps[col.index(vmax)], None]
                 continue
         st = _metric_stats(grp, name)
