@@ -121,3 +121,9 @@ _RULE = {"id": "nul-check", "kind": "threshold", "severity": "warning",
 )
 def test_nul_in_rule_and_webhook_fields_is_a_422(service: httpx.Client, path: str, doc: dict, loc: list) -> None:
     assert _locs(service.post(path, json=doc))[0][: len(loc)] == loc
+
+
+@BOTH
+def test_nul_in_compare_run_ids_is_a_422(service: httpx.Client) -> None:
+    r = service.get("/api/v1/compare", params={"run": ["a\x00b"], "metric": "loss"})
+    assert _locs(r)[0][:2] == ["query", "run"]
