@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sapo_monitor import __version__
 
+from . import alerting_runtime
 from .api import alerts, compare, health, ingest, rules, run_views, runs, webhooks
 from .api.deps import AuthDep, DbDep, SettingsDep
 from .api.health import RETRY_AFTER_S
@@ -28,7 +29,6 @@ from .body_limits import BodyLimits
 from .errors import ErrorOut, install_handlers
 from .metrics import ServiceMetrics, StoredStateCollector, exposition
 from .outbox.health import worker_source
-from . import alerting_runtime
 from .settings import Settings
 from .storage.db import Database, db_timeouts
 from .storage.migrate import ensure_schema
