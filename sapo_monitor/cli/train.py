@@ -223,6 +223,8 @@ def train(
         raise typer.BadParameter(str(exc)) from exc
 
     console = Console()
+    if config.faults:
+        console.print("fault schedule: " + "  ".join(f.spec() for f in parse_schedule(config.faults)))
     run_name = run or f"{algo.value}-{preset.value}-s{seed}"
     monitor = None
     attach_kwargs = {"run": run_name, "project": project, "server": server, "token": token, "spool_dir": spool}
