@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from sapo_monitor.client.wire import RUN_ID_MAX_LEN, STEP_BATCH_SCHEMA, StepRecord
@@ -21,7 +21,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["ingest"])
 RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, max_length=RUN_ID_MAX_LEN, description="Run id chosen by the client.")]
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 413, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 413, 422)}
 
 @router.put("/runs/{run_id}", response_model=RunOut, responses=_ERRORS, summary="Create or update a run")
 def put_run_route(run_id: RunIdPath, body: RunIn, db: DbDep, principal: AuthDep) -> RunOut:

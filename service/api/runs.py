@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from sapo_monitor.client import wire
@@ -31,7 +31,7 @@ MetricQuery = Annotated[
 ]
 MaxPoints = Annotated[int, Query(ge=3, le=100_000, description="Most points returned per metric and run.")]
 StepBound = Annotated[int | None, Query(ge=0, le=2**62 - 1)]
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
 
 
 def check_metrics(metrics: list[str]) -> None:
@@ -154,7 +154,7 @@ def series_doc(db: Database, info: RunInfo, metrics: list[str], from_step: int |
     series: dict[str, dict] = {}
     width = None
     lo = hi = None
-    if info.first_step is not None:
+    if info.first_step is not None and info.last_step is not None:
         lo = max(info.first_step, from_step or 0)
         hi = min(info.last_step, to_step if to_step is not None else info.last_step)
     with db.read() as session:
@@ -192,7 +192,7 @@ def histogram_route(
     counts = [0] * (len(LOG_RATIO_HIST_EDGES) - 1)
     n = 0
     lo = hi = None
-    if info.first_step is not None:
+    if info.first_step is not None and info.last_step is not None:
         lo = max(info.first_step, from_step or 0)
         hi = min(info.last_step, to_step if to_step is not None else info.last_step)
         if lo <= hi:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sapo_monitor.client.wire import encode_float
+from sapo_monitor.client.wire import StepRecord, encode_float
 
 from .detectors import KINDS, QuietFn, StepFn
 from .model import Rule
@@ -45,13 +45,8 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
-@dataclass(frozen=True)
-class StepInput:
-    """What the evaluator needs from one stored step."""
-
-    step: int
-    time: float | None
-    metrics: Mapping[str, float]
+# What the evaluator reads from a step (step, time, metrics): the wire's one step record.
+StepInput = StepRecord
 
 
 @dataclass(frozen=True)
