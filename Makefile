@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # The CPU wheel first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test demo test lint bench clean prometheus
+.PHONY: install install-test demo test lint typecheck check-machine bench clean prometheus
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,34 @@ prometheus:
 demo: install
 	$(VENV)/bin/sapo-monitor demo
 
-test: install-test
+# What `make test` needs beyond Python, checked first so a missing piece is one clear message, not
+# dozens of failures: root (or passwordless sudo) for apt when promtool/amtool/chromium are missing, and a
+# PostgreSQL the tests can reach (default postgresql://postgres@127.0.0.1:5432/test, trust auth, a
+# `test` database; SAPO_MONITOR_TEST_PG points them at another).
+TEST_PG ?= $(or $(SAPO_MONITOR_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
+check-machine:
+	@{ command -v promtool >/dev/null && command -v amtool >/dev/null && test -x /usr/bin/chromium; } || \
+	  [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null || { \
+	  echo "make test: promtool, amtool or /usr/bin/chromium is missing and installing them (apt-get) needs root;"; \
+	  echo "  run as root, or install Debian's prometheus, prometheus-alertmanager and chromium packages first."; exit 2; }
+	@$(PYTHON) -c "import socket,sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); socket.create_connection((p.hostname or '127.0.0.1', p.port or 5432), 3).close()" "$(TEST_PG)" 2>/dev/null || { \
+	  echo "make test: no PostgreSQL at $(TEST_PG)."; \
+	  echo "  The storage tests run on SQLite and PostgreSQL: start one on 127.0.0.1:5432 with trust auth for"; \
+	  echo "  user postgres and a database named test (e.g. apt-get install postgresql; createdb test), or set"; \
+	  echo "  SAPO_MONITOR_TEST_PG=postgresql://USER@HOST:PORT/DB (a role that may CREATE DATABASE)."; exit 2; }
+
+# mypy over the client and the service (config: [tool.mypy] in pyproject.toml). They import as
+# sapo_monitor.client / .service but live in client/ and service/, so they are linked into one tree.
+typecheck: install-test
+	@rm -rf build/typecheck/sapo_monitor && mkdir -p build/typecheck/sapo_monitor
+	@ln -s ../../../sapo_monitor/__init__.py build/typecheck/sapo_monitor/__init__.py
+	@ln -s ../../../client build/typecheck/sapo_monitor/client
+	@ln -s ../../../service build/typecheck/sapo_monitor/service
+	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p sapo_monitor.client -p sapo_monitor.service
+
+test: check-machine install-test
 	$(VENV)/bin/ruff check .
+	$(MAKE) typecheck
 	$(VENV)/bin/pytest
 
 lint: install-test
