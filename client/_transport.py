@@ -75,7 +75,8 @@ class HttpTransport:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise TransportError(f"{method} {self.server}{path}: {type(exc).__name__}: {exc}", retryable=True) from exc
+            raise TransportError(f"{method} {self.server}/api/v1{path}: {type(exc).__name__}: {exc}",
+                                 retryable=True) from exc
         retry = classify_status(response.status_code)
         if retry is None:
             return response
