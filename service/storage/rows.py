@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sapo_monitor.client.wire import LOG_RATIO_HIST_NAME, StepRecord, decode_float, encode_float
-from sqlalchemy import Column
+from sqlalchemy import Column, Table
 
 from .models import CATALOGUE_COLUMNS, Step
 
@@ -35,7 +35,8 @@ _N_CAT = len(CATALOGUE_NAMES)
 
 def step_columns() -> list[Column]:
     """The ``steps`` columns in row-tuple order."""
-    return [Step.__table__.c[name] for name in STEP_COLUMN_NAMES]
+    table = cast(Table, Step.__table__)
+    return [table.c[name] for name in STEP_COLUMN_NAMES]
 
 
 json_float = encode_float  # a float for a JSON column: the wire's encoding
