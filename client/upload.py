@@ -11,6 +11,7 @@ Retryable failures wait by the client's one backoff policy (``_backoff``).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import time
@@ -112,7 +113,7 @@ def _upload_run(spool: Spool, ids: list[str], transport: Transport, result: Uplo
             body = spool.read(batch_id)
         except SpoolError:
             continue  # sent and removed by a live process of this run meanwhile
-        if not _call(lambda body=body: transport.post_steps(run_id, body), result, what=f"{run_id}/{batch_id}"):
+        if not _call(functools.partial(transport.post_steps, run_id, body), result, what=f"{run_id}/{batch_id}"):
             continue
         steps = count_steps(body)
         result.batches_sent += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sapo_monitor.client.errors import InputError
@@ -36,7 +37,7 @@ def check_inputs(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: tor
 
 
 
-def check_optional_names(opt: dict[str, object]) -> None:
+def check_optional_names(opt: Mapping[str, object]) -> None:
     unknown = sorted(set(opt) - set(OPTIONAL_TENSORS))
     if unknown:
         raise InputError(f"unknown tensor argument(s) {unknown}; expected any of {list(OPTIONAL_TENSORS)}")
