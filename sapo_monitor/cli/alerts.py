@@ -24,7 +24,8 @@ def _values(values: dict[str, Any]) -> str:
 def alerts_table(alerts: list[dict[str, Any]], *, title: str) -> Any:
     """A Rich table of alert documents (``GET /api/v1/alerts``), every cell plain text."""
     from rich.table import Table
-    from rich.text import Text
+
+    from sapo_monitor.cli._plain import plain
 
     table = Table("state", "severity", "rule", "run", "project", "from step", "fired", "resolved", "values",
                   title=title)
@@ -32,7 +33,7 @@ def alerts_table(alerts: list[dict[str, Any]], *, title: str) -> Any:
     for a in alerts:
         cells = [a["state"], a["severity"], a["rule"], a["run_id"], a["project"], a["started_step"],
                  a["fired_step"], a["resolved_step"], _values(a.get("values") or {})]
-        row = [Text("" if c is None else str(c)) for c in cells]
+        row = [plain(c) for c in cells]
         row[1].stylize(style.get(a["severity"], ""))
         table.add_row(*row)
     return table

@@ -64,29 +64,31 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
+    from sapo_monitor.cli._plain import plain, safe
+
     doc = get_json(server, token, "/api/v1/compare", params={"run": runs, "metric": metric, "max_points": max_points})
     console = Console()
     for name in metric:
         table = Table("run", "steps", "first", "last", "best", "worst", "mean last 10%", "delta last",
-                      "delta mean", title=name)
+                      "delta mean", title=plain(name))
         for run in doc["runs"]:
             s = run["summary"][name]
             delta = s.get("delta") or {}
             steps = "-" if s["first_step"] is None else f"{s['first_step']}..{s['last_step']}"
             best = f"{_fmt(s['best'])} @{s['best_step']}" if s["best"] is not None else "-"
             worst = f"{_fmt(s['worst'])} @{s['worst_step']}" if s["worst"] is not None else "-"
-            table.add_row(run["run_id"], steps, _fmt(s["first"]), _fmt(s["last"]), best, worst,
+            table.add_row(plain(run["run_id"]), steps, _fmt(s["first"]), _fmt(s["last"]), best, worst,
                           _fmt(s["mean_last_10pct"]), _fmt(delta.get("last")), _fmt(delta.get("mean_last_10pct")))
         console.print(table)
     alerts = [(r["run_id"], r.get("first_warning_step"), r.get("first_critical_step")) for r in doc["runs"]]
     if any(w is not None or c is not None for _, w, c in alerts):
         table = Table("run", "first warning step", "first critical (collapse) step", title="alerts")
         for run_id, w, c in alerts:
-            table.add_row(run_id, _fmt(w), _fmt(c))
+            table.add_row(plain(run_id), _fmt(w), _fmt(c))
         console.print(table)
     if plot is not None:
         _plot(doc, metric, plot)
-        console.print(f"plot written to {plot}")
+        console.print(f"plot written to {safe(plot)}")
 
 
 def register(root: typer.Typer) -> None:

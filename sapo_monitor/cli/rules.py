@@ -143,7 +143,8 @@ def backtest(
 def _print_tables(results: list[Any], *, with_pending: bool) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
+
+    from sapo_monitor.cli._plain import plain
 
     console = Console()
     for r in results:
@@ -151,11 +152,11 @@ def _print_tables(results: list[Any], *, with_pending: bool) -> None:
         fired = sum(a.fired_step is not None for a in r.alerts)
         first = r.first_step("critical")
         table = Table("rule", "severity", "pending", "fired", "resolved",
-                      title=Text(f"{r.run_id}: {r.steps} steps, {fired} alerts fired, first critical at step "
+                      title=plain(f"{r.run_id}: {r.steps} steps, {fired} alerts fired, first critical at step "
                                  f"{'-' if first is None else first}"))
         for a in shown:
             cells = [a.rule, a.severity, a.pending_step, a.fired_step, a.resolved_step]
-            table.add_row(*[Text("-" if c is None else str(c)) for c in cells])
+            table.add_row(*[plain("-" if c is None else c) for c in cells])
         console.print(table)
 
 

@@ -64,6 +64,8 @@ def list_(
     from rich.console import Console
     from rich.table import Table
 
+    from sapo_monitor.cli._plain import plain
+
     database = _database(db)
     from sapo_monitor.service.storage.tokens import list_tokens
 
@@ -74,7 +76,8 @@ def list_(
         database.dispose()
     table = Table("id", "prefix", "project", "role", "description", "revoked")
     for t in tokens:
-        table.add_row(str(t.id), t.prefix + "...", t.project, t.role, t.description or "", "yes" if t.revoked_at else "")
+        table.add_row(*map(plain, (t.id, t.prefix + "...", t.project, t.role, t.description or "",
+                                   "yes" if t.revoked_at else "")))
     Console().print(table)
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from sapo_monitor.cli._plain import plain
+
 __all__ = ["register"]
 
 app = typer.Typer(
@@ -36,7 +38,7 @@ def _call(server: str, token: str | None, method: str, path: str, **kw: Any) -> 
             detail = resp.json().get("detail")
         except ValueError:
             detail = resp.text
-        typer.secho(f"{method} {path}: HTTP {resp.status_code}: {detail}", fg=typer.colors.RED, err=True)
+        typer.secho(plain(f"{method} {path}: HTTP {resp.status_code}: {detail}").plain, fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1)
     return resp.json() if resp.content else None
 
@@ -54,7 +56,8 @@ def list_command(server: str = _SERVER, token: str | None = _TOKEN) -> None:
             scope = f"run {h['run_id']}"
         else:
             scope = f"project {h['project']}" if h.get("project") else "all runs"
-        table.add_row(str(h["id"]), h["url"], h["format"], h["min_severity"], scope, "yes" if h["has_secret"] else "no")
+        table.add_row(*map(plain, (h["id"], h["url"], h["format"], h["min_severity"], scope,
+                                   "yes" if h["has_secret"] else "no")))
     Console().print(table)
 
 
@@ -76,7 +79,7 @@ def add_command(
     doc = {"url": url, "format": format, "secret": secret, "project": project, "run_id": run,
            "min_severity": min_severity, "description": description}
     hook = _call(server, token, "POST", "/api/v1/webhooks", json={k: v for k, v in doc.items() if v is not None})
-    typer.echo(f"webhook {hook['id']} -> {hook['url']} ({hook['format']}, from {hook['min_severity']})")
+    typer.echo(plain(f"webhook {hook['id']} -> {hook['url']} ({hook['format']}, from {hook['min_severity']})").plain)
 
 
 @app.command("delete")
@@ -109,7 +112,8 @@ def test_command(
             if last["outcome"] == "delivered":
                 typer.secho(f"delivered (HTTP {status}, {last['duration_ms']:.0f} ms)", fg=typer.colors.GREEN)
                 return
-            typer.secho(f"attempt {last['attempt']} failed: {last['error']} (retrying with backoff)", fg=typer.colors.YELLOW)
+            typer.secho(plain(f"attempt {last['attempt']} failed: {last['error']} (retrying with backoff)").plain,
+                        fg=typer.colors.YELLOW)
             if last["outcome"] == "failed":
                 raise typer.Exit(code=1)
         time.sleep(0.5)
@@ -132,8 +136,9 @@ def deliveries_command(
     rows = _call(server, token, "GET", f"/api/v1/webhooks/{webhook_id}/deliveries?limit={limit}")
     table = Table("at (UTC)", "event", "attempt", "outcome", "HTTP", "ms", "error")
     for d in rows:
-        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["at"])), d["event_id"][:12], str(d["attempt"]),
-                      d["outcome"], str(d["status_code"] or "-"), f"{d['duration_ms']:.0f}", (d["error"] or "")[:60])
+        table.add_row(*map(plain, (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["at"])), d["event_id"][:12],
+                                   d["attempt"], d["outcome"], d["status_code"] or "-", f"{d['duration_ms']:.0f}",
+                                   (d["error"] or "")[:60])))
     Console().print(table)
 
 

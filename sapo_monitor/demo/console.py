@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+from sapo_monitor.cli._plain import plain, safe
 
 from .outcome import RunOutcome
 from .plot import plot_comparison
@@ -87,11 +90,11 @@ def outcome_table(outcomes: Sequence[RunOutcome], *, elapsed: float) -> Table:
     for o in outcomes:
         warn = f"step {o.first_warning.step} ({o.first_warning.rule})" if o.first_warning else "-"
         crit = f"step {o.collapse.step} ({o.collapse.rule})" if o.collapse else "none"
-        table.add_row(
-            o.label,
+        table.add_row(  # labels and rule names come from the service: plain text, styled as a whole
+            plain(o.label),
             str(o.steps),
-            warn,
-            f"[red]{crit}[/red]" if o.collapse else f"[green]{crit}[/green]",
+            plain(warn),
+            Text(plain(crit).plain, style="red" if o.collapse else "green"),
             fmt(o.final_reward),
             fmt(o.mean_gate_saturation),
             fmt(o.max_log_ratio_std, 2),
@@ -120,7 +123,7 @@ def run_demo(config: DemoConfig, *, wait: bool, console: Console | None = None) 
     console = console or wide_console()
     with open_session(config, log=console.print) as session:
         console.print(f"web UI (the runs appear live): {session.ui_url()}", soft_wrap=True)
-        console.print(f"service up at [bold]{session.service.url}[/bold] (log: {session.service.log_path})")
+        console.print(f"service up at [bold]{safe(session.service.url)}[/bold] (log: {safe(session.service.log_path)})")
         subscribe_webhook(session)
         console.print(f"local webhook receiver subscribed: {session.receiver.url}")
         started = time.monotonic()
@@ -131,7 +134,7 @@ def run_demo(config: DemoConfig, *, wait: bool, console: Console | None = None) 
             config.out_dir / f"{session.run_prefix}.png",
             title=f"sapo-monitor demo: {config.preset} preset, {config.steps} steps per run",
         )
-        console.print(f"comparison plot: [bold]{png}[/bold]")
+        console.print(f"comparison plot: [bold]{safe(png)}[/bold]")
         print_urls(session, console)
         if not wait:
             return 0
@@ -142,5 +145,5 @@ def run_demo(config: DemoConfig, *, wait: bool, console: Console | None = None) 
         except KeyboardInterrupt:
             console.print("stopping the service")
             return 0
-        console.print(f"[red]the service stopped on its own:[/red]\n{session.service.log_tail()}")
+        console.print(f"[red]the service stopped on its own:[/red]\n{safe(session.service.log_tail())}")
         return 1
