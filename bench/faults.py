@@ -9,7 +9,9 @@ hung or down. Prints, per case: steps ended, lost, doubled, corrupted, and the c
 and never answers; "down" is a closed port. The training process is tests/client/steps_proc.py (ends a
 step every 2 ms, 21 metrics each). What is "stored" is what the receiver holds plus what the spool
 holds after the run's open segments are sealed (what the next process or an upload sends).
-Webhook and database faults are in bench/faults_delivery.py.
+Webhook and database faults are in bench/faults_delivery.py. ``--scenario service-kill`` runs the
+service SIGKILL mid-ingest case instead (bench/faults_service_kill.py: a real ``sapo-monitor serve`` on
+SQLite and PostgreSQL killed and restarted under a streaming client); ``all`` runs both.
 """
 
 from __future__ import annotations
@@ -114,7 +116,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=2, help="kills per case")
     p.add_argument("--after", type=float, default=1.5, help="seconds of recording (after step 30) before the kill")
+    p.add_argument("--scenario", choices=("training", "service-kill", "all"), default="all",
+                   help="training-process kills, service SIGKILL mid-ingest, or both")
     args = p.parse_args()
+    if args.scenario in ("service-kill", "all"):
+        from bench.faults_service_kill import service_kill_case
+
+        print(f"{'service SIGKILL':16} {'ended':>7} {'at kill':>7} {'lost':>5} {'doubled':>7} {'corrupt':>7} "
+              f"{'spooled':>7}")
+        for kind in ("sqlite", "postgres"):
+            for _ in range(args.runs):
+                r = service_kill_case(kind)
+                print(f"{kind:16} {r['ended']:7.0f} {r['killed_at']:7.0f} {r['lost']:5.0f} {r['doubled']:7.0f} "
+                      f"{r['corrupted']:7.0f} {r['spooled']:7.0f}", flush=True)
+        if args.scenario == "service-kill":
+            return
     print(f"{'signal':8} {'service':8} {'ended':>7} {'lost':>5} {'doubled':>7} {'corrupt':>7} {'window s':>9}  exit")
     with tempfile.TemporaryDirectory(prefix="sapo-faults-") as tmp:
         for sig in (signal.SIGKILL, signal.SIGTERM):
