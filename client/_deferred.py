@@ -53,7 +53,7 @@ class DeferredSteps:
 
     def __init__(self, config: StatsConfig, *, max_steps: int, max_wait: float,
                  emit: Callable[[wire.StepRecord], None], warn: Callable[[str, str], None],
-                 emit_summary: Callable[[int, float, StepSummary, dict[str, float]], None] | None = None) -> None:
+                 emit_summary: Callable[[int, float, StepSummary, dict[str, float]], object] | None = None) -> None:
         self.config = config
         # Data-parallel runs: each step's mergeable summary (for rank 0's reduction) instead of its record.
         self._emit_summary = emit_summary

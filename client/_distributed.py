@@ -74,7 +74,8 @@ class StoreExchange:
         self._store = dist.PrefixStore(f"sapo_monitor/{'-'.join(map(str, ranks))}/{StoreExchange._created}/", base)
 
     def send(self, seq: int, data: bytes) -> None:
-        self._store.set(f"{seq}/{self.rank}", data)
+        # The stub says str; the binding takes bytes as well (and get returns bytes).
+        self._store.set(f"{seq}/{self.rank}", data)  # type: ignore[arg-type]
 
     def receive(self, seq: int, peer: int, timeout: float) -> bytes | None:
         """The peer's summary of step ``seq`` (deleted from the store), or None after ``timeout`` seconds."""

@@ -68,7 +68,7 @@ def trl_version() -> str:
         return "unknown"
 
 
-def _grpo_base(trainer: Any) -> type | None:
+def _grpo_base(trainer: Any) -> type[Any] | None:
     for cls in type(trainer).__mro__:
         if f"{cls.__module__}.{cls.__qualname__}" == GRPO_TRAINER_PATH:
             return cls

@@ -156,6 +156,7 @@ class StepAccumulator:
         rows = max(1, CPU_BLOCK_POSITIONS // max(n_cols, 1)) if device.type == "cpu" else max(n_rows, 1)
         feat = torch.empty(len(TOK), min(rows, n_rows), n_cols, dtype=f64, device=device)
         compact = self.compact if self.compact is not None else device.type == "cpu"
+        m: torch.Tensor | None  # the mask as booleans (the block loop keeps it only per token)
         if rows >= n_rows or steps > 1:
             row_sums, len64, tok, m = self._add_block(logp_new, logp_old, mask, tau,
                                                       groups if per_token else None, per_row, feat, compact, steps)

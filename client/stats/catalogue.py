@@ -71,7 +71,8 @@ def named_sums(host: dict[str, list[float]]) -> dict[str, float]:
     if "sum.entropy" in host:
         h["ent_sum"], h["ent_n"] = host["sum.entropy"]
     if "sum.reward" in host:
-        _moments(h, "reward", *host["sum.reward"], rw_p)
+        rw_n, rw_sum, rw_sq = host["sum.reward"]
+        _moments(h, "reward", rw_n, rw_sum, rw_sq, rw_p)
     if "sum.mismatch" in host:
         h["mm_sum"], h["mm_k3_sum"], h["mm_n"] = host["sum.mismatch"]
         h["mm_abs_max"] = host["max.mismatch"][0]

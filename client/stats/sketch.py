@@ -140,7 +140,8 @@ class QuantileSketch:
         kept = values.reshape(-1)
         low = kept[kept < -GRID_HALF].sort().values[:OUTER_KEPT]
         high = kept[(kept >= GRID_HALF) & (kept < math.inf)].sort().values[-OUTER_KEPT:]
-        return [SketchPart(None, *cells, low.tolist(), high.tolist())]
+        c_idx, c_counts, c_lo, c_hi = cells
+        return [SketchPart(None, c_idx, c_counts, c_lo, c_hi, low.tolist(), high.tolist())]
 
     @staticmethod
     def _sorted_quantiles(values: torch.Tensor, n: torch.Tensor) -> SketchResult:

@@ -16,7 +16,7 @@ from .schemas import NAME_PATTERN, RUN_ID_PATTERN
 __all__ = ["router"]
 
 router = APIRouter(tags=["alerts"])
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
 
 
 class AlertOut(BaseModel):

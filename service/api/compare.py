@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from sapo_monitor.client import wire
@@ -25,7 +25,7 @@ from .schemas import CompareOut
 __all__ = ["router"]
 
 router = APIRouter(tags=["compare"])
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
 
 
 @router.get("/compare", response_model=CompareOut, responses=_ERRORS, summary="Compare runs")
@@ -67,20 +67,23 @@ def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: li
             raise NotFound(f"unknown runs: {', '.join(missing)}", ["query", "run"])
         runs = [infos[r] for r in run_ids]
         alert_steps = first_alert_steps(session, run_ids)  # first warning / critical ("collapse") step
-        ranges = [(i.first_step, i.last_step) for i in runs if i.first_step is not None]
+        # first_step and last_step are written together, so both are set or both are None.
+        ranges = [(i.first_step, i.last_step) for i in runs if i.first_step is not None and i.last_step is not None]
         lo = hi = width = None
         if ranges:
             lo = max(min(a for a, _ in ranges), from_step or 0)
             hi = min(max(b for _, b in ranges), to_step if to_step is not None else max(b for _, b in ranges))
-        active = lo is not None and hi is not None and lo <= hi
-        if not active:
+        span = (lo, hi) if lo is not None and hi is not None and lo <= hi else None
+        active = span is not None
+        if span is None:
             lo = hi = None
         else:
-            blocks = uses_blocks(lo, hi, max_points)
+            blocks = uses_blocks(span[0], span[1], max_points)
             pieces = {(i.run_id, m): p for i in runs  # one read per run for all its metrics
-                      for m, p in fetch_many(session, run_pk=i.pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks).items()}
+                      for m, p in fetch_many(session, run_pk=i.pk, metrics=metrics, lo=span[0], hi=span[1],
+                                             blocks=blocks).items()}
             nan = any(p.has_nan for p in pieces.values())
-            width = bucket_width(lo, hi, max_points, 3 if nan else 2)
+            width = bucket_width(span[0], span[1], max_points, 3 if nan else 2)
         metric_docs = {}
         summaries: dict[str, dict] = {i.run_id: {} for i in runs}
         for m in metrics:
@@ -100,8 +103,9 @@ def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: li
             }
             ref = None
             for info in runs:
-                if active:
-                    s = summarize(session, run_pk=info.pk, metric=m, lo=lo, hi=hi, overall=overall[info.run_id])
+                if span is not None:
+                    s = summarize(session, run_pk=info.pk, metric=m, lo=span[0], hi=span[1],
+                                  overall=overall[info.run_id])
                 else:
                     s = Summary(best_is="max" if m in HIGHER_IS_BETTER else "min")
                 doc = {k: (wire_value(v) if isinstance(v, float) else v) for k, v in vars(s).items()}

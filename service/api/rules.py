@@ -25,7 +25,7 @@ __all__ = ["Conflict", "router"]
 
 router = APIRouter(tags=["alerts"])
 RuleIdPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$", description="Rule id.")]
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
 
 
 class Conflict(ServiceError):

@@ -77,11 +77,11 @@ async def send_once(client: httpx.AsyncClient, policy: DestinationPolicy, item: 
     status: int | None = None
     error: str | None = None
     try:
-        async with asyncio.timeout(timeout_s):
-            status = await _post(client, policy, item, max_bytes)
+        # wait_for, not asyncio.timeout (3.11+): the project supports 3.10.
+        status = await asyncio.wait_for(_post(client, policy, item, max_bytes), timeout_s)
         if not 200 <= status < 300:
             error = f"HTTP {status}"
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):  # distinct classes before 3.11
         error = f"no complete answer within {timeout_s:g} s"
     except RefusedDestination as exc:
         error = f"refused destination: {exc}"[:300]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Self
-
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing_extensions import Self  # typing.Self is 3.11+; the project supports 3.10
 
 __all__ = ["AlertingSettings"]
 

@@ -19,6 +19,8 @@ Times are epoch seconds (floats) so both databases store and compare them the sa
 
 from __future__ import annotations
 
+from typing import cast
+
 from sapo_monitor.client.wire import CATALOGUE, LOG_RATIO_HIST_BINS
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +31,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -142,7 +145,7 @@ class Step(Base):
 # One float column per catalogue metric, added to the mapped table (declaring 59 attributes by hand
 # would only restate the catalogue).
 for _name, _col in CATALOGUE_COLUMNS.items():
-    Step.__table__.append_column(Column(_col, Float, nullable=True))
+    cast(Table, Step.__table__).append_column(Column(_col, Float, nullable=True))
 
 
 # Per-metric statistics kept for every rollup block, as typed columns: ``<metric column>_<suffix>``.
@@ -179,7 +182,7 @@ class StepRollup(Base):
 
 # The block's log-ratio histogram, summed: one integer column per bin, so merging is SQL arithmetic.
 for _i in range(LOG_RATIO_HIST_BINS):
-    StepRollup.__table__.append_column(Column(hist_column(_i), BigInteger, nullable=False))
+    cast(Table, StepRollup.__table__).append_column(Column(hist_column(_i), BigInteger, nullable=False))
 for _name in CATALOGUE_COLUMNS:
     for _stat, _type in ROLLUP_STATS:
-        StepRollup.__table__.append_column(Column(rollup_column(_name, _stat), _type, nullable=True))
+        cast(Table, StepRollup.__table__).append_column(Column(rollup_column(_name, _stat), _type, nullable=True))

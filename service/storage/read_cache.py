@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 __all__ = ["ReadCache"]
@@ -27,7 +27,7 @@ class ReadCache(Generic[T]):
         self._entries: dict[str, tuple[float, T]] = {}
 
     def get(self, session: Session) -> T:
-        key = str(session.get_bind().url)
+        key = str(cast(Engine, session.get_bind()).url)  # sessions here are bound to an Engine
         hit = self._entries.get(key)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.ttl_s:

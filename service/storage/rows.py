@@ -36,7 +36,7 @@ _N_CAT = len(CATALOGUE_NAMES)
 def step_columns() -> list[Column]:
     """The ``steps`` columns in row-tuple order."""
     table = cast(Table, Step.__table__)
-    return [table.c[name] for name in STEP_COLUMN_NAMES]
+    return [cast(Column, table.c[name]) for name in STEP_COLUMN_NAMES]
 
 
 json_float = encode_float  # a float for a JSON column: the wire's encoding

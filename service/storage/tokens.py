@@ -6,8 +6,9 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from .models import ApiToken, Project
@@ -79,9 +80,9 @@ def list_tokens(session: Session, *, project: str | None = None) -> list[TokenIn
 
 
 def revoke_token(session: Session, *, token_id: int) -> bool:
-    res = session.execute(
+    res = cast("CursorResult[Any]", session.execute(  # an UPDATE returns a CursorResult
         update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)).values(revoked_at=time.time())
-    )
+    ))
     return bool(res.rowcount)
 
 
