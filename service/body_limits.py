@@ -91,7 +91,9 @@ class BodyLimits:
         encoding = headers.get(b"content-encoding", b"").strip().lower().decode("latin-1")
         inflate = GzipStream(self.max_decoded) if encoding in _GZIP else None
         if inflate is not None:  # downstream sees the decoded body, as if it had been sent plain
-            scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers") or [] if k not in _DROP]}
+            # In place, not a copy: the router records the matched route in this same scope, and the
+            # request counters outside this middleware read it (a copy counted gzip ingests as "unmatched").
+            scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k not in _DROP]
         state = _State()
 
         async def limited_receive() -> Message:

@@ -26,7 +26,7 @@ from .models import (
     hist_column,
     rollup_column,
 )
-from .series import Pieces, fetch
+from .series import BlockColumns, Pieces, fetch
 
 __all__ = ["HeatmapBuckets", "fetch_many", "histogram_buckets", "metric_names"]
 
@@ -135,24 +135,30 @@ def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int
         if a > b:
             continue
         q = select(t.c.step, t.c.nan, *cols).where(t.c.run_pk == run_pk, t.c.step >= a, t.c.step <= b).order_by(t.c.step)
-        for step, nan, *values in session.execute(q):
-            nans = nan.split(",") if nan else ()
-            for m, v in zip(cat, values, strict=True):
-                if v is not None:
-                    raw[m].append((step, v))
-                elif m in nans:
-                    raw[m].append((step, math.nan))
-    stats: dict[str, list] = {m: [] for m in cat}
+        rows = [tuple(row) for row in session.execute(q)]
+        with_nan = any(row[1] for row in rows)
+        for j, m in enumerate(cat, start=2):  # one comprehension per metric (column), not a loop per cell
+            if with_nan:  # NULL with the metric named in ``nan``: a stored NaN
+                raw[m] += [(row[0], math.nan if row[j] is None else row[j]) for row in rows
+                           if row[j] is not None or (row[1] and m in row[1].split(","))]
+            else:
+                raw[m] += [(row[0], row[j]) for row in rows if row[j] is not None]
+    bcols: dict[str, BlockColumns | None] = dict.fromkeys(cat)
     if use_blocks:
         r = StepRollup.__table__
         k = len(ROLLUP_STATS)
         rcols = [r.c[rollup_column(m, stat)] for m in cat for stat, _ in ROLLUP_STATS]
         q = select(r.c.block, *rcols).where(r.c.run_pk == run_pk, r.c.block >= first, r.c.block <= last)
-        for block, *values in session.execute(q.order_by(r.c.block)):
-            for i, m in enumerate(cat):
-                st = list(values[k * i : k * i + k])
-                if st[0] is not None or st[4] is not None:  # the block holds the metric (series._present)
-                    stats[m].append((block, st))
+        rows = [tuple(row) for row in session.execute(q.order_by(r.c.block))]
+        columns = list(zip(*rows, strict=True)) if rows else [()] * (1 + k * len(cat))
+        for i, m in enumerate(cat):  # column-wise: no per-block, per-metric object
+            a = 1 + k * i
+            c = (columns[0], *columns[a : a + k])
+            keep = [j for j, (v, nan) in enumerate(zip(c[1], c[5], strict=True))
+                    if v is not None or nan is not None]  # blocks holding the metric (series._present)
+            if len(keep) < len(rows):
+                c = tuple([col[j] for j in keep] for col in c)
+            bcols[m] = c  # type: ignore[assignment]
     for m in cat:
-        out[m] = Pieces(stats[m], raw[m])
+        out[m] = Pieces(None if use_blocks else [], raw[m], bcols[m])
     return {m: out[m] for m in dict.fromkeys(metrics)}

@@ -62,3 +62,22 @@ def test_idle_runs_drop_out(db_url: str) -> None:
         text = c.get("/metrics").text
         assert 'run="idle"' not in text
         assert _families(text)["sapo_runs_active"].samples[0].value == 0
+
+
+def test_gzip_ingest_is_counted_under_its_route(db_url: str) -> None:
+    # The client sends gzip: the body-limit middleware inflates it and must leave the matched route
+    # visible to the request counters (a copied ASGI scope counted these as "unmatched").
+    import gzip
+    import json
+
+    with live_service(db_url) as base, httpx.Client(base_url=base) as c:
+        c.put("/api/v1/runs/gz1", json={"project": "p", "algorithm": "sapo"})
+        body = gzip.compress(json.dumps({"schema": 1, "steps": [{"step": 1, "metrics": {"ratio.mean": 1.0}}]}).encode())
+        r = c.post("/api/v1/runs/gz1/steps", content=body,
+                   headers={"content-type": "application/json", "content-encoding": "gzip"})
+        assert r.status_code == 200, r.text
+        fams = _families(c.get("/metrics").text)
+    codes = {s.labels["code"]: s.value for s in fams["sapo_ingest_requests"].samples if s.name.endswith("_total")}
+    assert codes == {"200": 1.0}
+    routes = {s.labels["route"] for s in fams["sapo_http_requests"].samples if s.labels["method"] == "POST"}
+    assert routes == {"/api/v1/runs/{run_id}/steps"}
