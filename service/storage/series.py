@@ -176,7 +176,7 @@ class Pieces:
             blocks_nan = any(x is not None for x in self.cols[5])
         else:
             blocks_nan = any(st[4] is not None for _, st in self.blocks)
-        return blocks_nan or any(v != v for _, v in self.raw)
+        return blocks_nan or any(map(math.isnan, [v for _, v in self.raw]))
 
     def __repr__(self) -> str:
         return f"Pieces(blocks={self.blocks!r}, raw={self.raw!r})"
@@ -288,15 +288,18 @@ def points(pieces: Pieces, width: int | None) -> Points:
 
 
 def _overall_raw(raw: list[tuple[int, float]]) -> Stats:
-    """``merge_stats`` over every point, as whole-list ``min``/``max`` over tuples (same tie rule:
-    the earliest step) instead of one call per point."""
-    mins = [(v, s) for s, v in raw if v == v]
-    if not mins:
-        return [None, None, None, None, min(s for s, _ in raw)]
-    lo_v, lo_s = min(mins)
-    hi_v, neg_hi_s = max([(v, -s) for v, s in mins])
-    nans = [s for s, v in raw if v != v]
-    return [lo_v, lo_s, hi_v, -neg_hi_s, min(nans) if nans else None]
+    """``merge_stats`` over every point (ties: the earliest step), with C-level ``min``/``max`` over
+    the values instead of one call per point. ``raw`` is in step order (as ``fetch`` returns it)."""
+    vals = [v for _, v in raw]
+    nan_free = not any(map(math.isnan, vals))
+    finite = vals if nan_free else [v for v in vals if v == v]
+    nan_step = None if nan_free else next(s for s, v in raw if v != v)
+    if not finite:
+        return [None, None, None, None, nan_step]
+    lo_v, hi_v = min(finite), max(finite)
+    lo_s, lo_v = next((s, v) for s, v in raw if v == lo_v)  # the earliest equal value (0.0 == -0.0)
+    hi_s, hi_v = next((s, v) for s, v in raw if v == hi_v)
+    return [lo_v, lo_s, hi_v, hi_s, nan_step]
 
 
 def _first(p: tuple[int, float]) -> int:
