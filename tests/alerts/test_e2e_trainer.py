@@ -35,8 +35,10 @@ def test_stress_pg_raises_a_signed_critical_alert_and_default_sapo_none(tmp_path
         with live_service(f"sqlite:///{tmp_path}/e2e.db") as base, httpx.Client(base_url=base, timeout=20) as c:
             r = c.post("/api/v1/webhooks", json={"url": receiver.url, "secret": SECRET, "min_severity": "critical"})
             assert r.status_code == 201
-            # pg collapses (entropy, then reward) after ~120 steps; its early KL surge is a warning only
-            _train(base, tmp_path, "pg-stress", "stress", "pg", 150)
+            # A property of the preset, not of one float path: on seeds 0-3 under ATEN_CPU_CAPABILITY=avx2
+            # and =default, pg's first critical alert (reward_collapse) fired at step 40-69 (the paths differ
+            # between instruction sets) and default sapo never raised one; its early KL surge is a warning only.
+            _train(base, tmp_path, "pg-stress", "stress", "pg", 100)
             _train(base, tmp_path, "sapo-default", "default", "sapo", 60)
 
             pg = c.get("/api/v1/runs/pg-stress/alerts").json()
