@@ -95,3 +95,24 @@ def test_demo_outcome_table_renders_labels_and_rule_names_verbatim() -> None:
     outcome = RunOutcome(run_id="r", algorithm="pg", label=HOSTILE, steps=4, first_warning=event, collapse=event,
                          final_reward=0.5, mean_gate_saturation=0.1, max_log_ratio_std=0.2, alerts=[event])
     _verbatim(_render(outcome_table([outcome], elapsed=1.0)))
+
+
+def test_rules_backtest_prints_a_trace_files_name_verbatim(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    trace = tmp_path / "[bold]b[link=evil]x\x1b[31m.jsonl"  # the file's stem names the run
+    trace.write_text("\n".join(json.dumps({"step": s, "metrics": {"loss": 1.0}}) for s in range(5)) + "\n")
+    out = runner.invoke(app, ["rules", "backtest", "--file", str(trace)], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    assert "[bold]b[link=evil]x\N{REPLACEMENT CHARACTER}[31m: 5 steps" in out.output.replace("\n", "")
+    assert "\x1b" not in out.output
+
+
+def test_compare_prints_stored_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with live_service(f"sqlite:///{tmp_path}/svc.db") as base, httpx.Client(base_url=base) as c:
+        for run in ("ca", "cb"):
+            assert c.put(f"/api/v1/runs/{run}", json={"project": "p", "algorithm": HOSTILE}).status_code < 300
+            post_steps(c, run, [{"step": s, "metrics": {"loss": float(s)}} for s in range(3)])
+        out = runner.invoke(app, ["compare", "ca", "cb", "-m", "loss", "--server", base], env={"COLUMNS": "300"})
+        assert out.exit_code == 0, out.output
+        assert "ca" in out.output and "cb" in out.output and "\x1b" not in out.output
