@@ -116,3 +116,20 @@ def test_compare_prints_stored_runs(tmp_path) -> None:  # type: ignore[no-untype
         out = runner.invoke(app, ["compare", "ca", "cb", "-m", "loss", "--server", base], env={"COLUMNS": "300"})
         assert out.exit_code == 0, out.output
         assert "ca" in out.output and "cb" in out.output and "\x1b" not in out.output
+
+
+def test_webhooks_test_and_deliveries_print_a_failed_attempt(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.live import free_port
+
+    monkeypatch.setenv("SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("SAPO_MONITOR_OUTBOX_POLL_S", "0.05")
+    url = f"http://127.0.0.1:{free_port()}/[bold]x[link=http://evil.example]y"  # nothing listens there
+    with live_service(f"sqlite:///{tmp_path}/svc.db") as base:
+        with httpx.Client(base_url=base) as c:
+            hook = c.post("/api/v1/webhooks", json={"url": url}).json()
+        out = runner.invoke(app, ["webhooks", "test", str(hook["id"]), "--wait", "3", "--server", base])
+        assert "failed" in out.output and "\x1b" not in out.output, out.output
+        out = runner.invoke(app, ["webhooks", "deliveries", str(hook["id"]), "--server", base], env={"COLUMNS": "300"})
+        assert out.exit_code == 0 and "error" in out.output, out.output
+        out = runner.invoke(app, ["webhooks", "list", "--server", base], env={"COLUMNS": "400"})
+        assert "[bold]x[link=http://evil.example]y" in out.output.replace("\n", ""), out.output
