@@ -135,7 +135,7 @@ def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int
         if a > b:
             continue
         q = select(t.c.step, t.c.nan, *cols).where(t.c.run_pk == run_pk, t.c.step >= a, t.c.step <= b).order_by(t.c.step)
-        rows = [tuple(row) for row in session.execute(q)]
+        rows = [tuple(row) for row in session.execute(q).all()]  # one fetchall, not a fetch per row
         with_nan = any(row[1] for row in rows)
         for j, m in enumerate(cat, start=2):  # one comprehension per metric (column), not a loop per cell
             if with_nan:  # NULL with the metric named in ``nan``: a stored NaN
@@ -149,7 +149,7 @@ def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int
         k = len(ROLLUP_STATS)
         rcols = [r.c[rollup_column(m, stat)] for m in cat for stat, _ in ROLLUP_STATS]
         q = select(r.c.block, *rcols).where(r.c.run_pk == run_pk, r.c.block >= first, r.c.block <= last)
-        rows = [tuple(row) for row in session.execute(q.order_by(r.c.block))]
+        rows = [tuple(row) for row in session.execute(q.order_by(r.c.block)).all()]
         columns = list(zip(*rows, strict=True)) if rows else [()] * (1 + k * len(cat))
         for i, m in enumerate(cat):  # column-wise: no per-block, per-metric object
             a = 1 + k * i
