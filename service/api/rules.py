@@ -20,6 +20,7 @@ from ..rules.detectors import KINDS
 from ..rules.model import Rule, RuleValidationError
 from ..storage.rule_defs import RuleConflict, create_rule, delete_rule, get_rule, list_rules, replace_rule
 from .deps import AuthDep, DbDep
+from .schemas import storable_text
 
 __all__ = ["Conflict", "router"]
 
@@ -50,13 +51,7 @@ class RuleIn(BaseModel):
     run_id: str | None = Field(None, description="Only this run (null: every run in scope).")
     enabled: bool | None = None
 
-    @field_validator("id", "kind", "severity", "description", "project", "run_id")
-    @classmethod
-    def _storable_text(cls, value: str | None) -> str | None:
-        problem = None if value is None else wire.text_problem(value)  # NUL: PostgreSQL refuses it (422 on both)
-        if problem:
-            raise ValueError(problem)
-        return value
+    _storable_text = field_validator("id", "kind", "severity", "description", "project", "run_id")(storable_text)
 
     @field_validator("params")
     @classmethod

@@ -21,12 +21,21 @@ __all__ = [
     "RunOut",
     "RunPageOut",
     "SeriesOut",
+    "storable_text",
 ]
 
 RUN_ID_PATTERN = wire.RUN_ID_PATTERN
 NAME_PATTERN = wire.PROJECT_PATTERN
 Value = float | Literal["NaN", "Infinity", "-Infinity"]
 
+
+
+def storable_text(value: str | None) -> str | None:
+    """A text field the databases can store (PostgreSQL refuses NUL): else a ValueError, a 422 on both."""
+    problem = None if value is None else wire.text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 class RunIn(BaseModel):
     """``PUT /runs/{run_id}``: fields left out keep their stored value (``project`` included)."""
@@ -44,13 +53,7 @@ class RunIn(BaseModel):
     )
     status: Literal["running", "finished", "failed"] | None = None
 
-    @field_validator("name", "algorithm")
-    @classmethod
-    def _storable_text(cls, v: str | None) -> str | None:
-        problem = None if v is None else wire.text_problem(v)
-        if problem:
-            raise ValueError(problem)
-        return v
+    _storable_text = field_validator("name", "algorithm")(storable_text)
 
     @field_validator("tags")
     @classmethod

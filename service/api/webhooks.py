@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sapo_monitor.client import wire
 
 from ..errors import BadRequest, ErrorOut, Forbidden, NotFound
 from ..outbox.destinations import DestinationPolicy, RefusedDestination
@@ -21,7 +20,7 @@ from ..outbox.testing import enqueue_test_event
 from ..outbox.webhooks import WebhookInfo, create_webhook, delete_webhook, get_webhook, list_webhooks
 from ..storage.alert_models import Webhook
 from .deps import AuthDep, DbDep
-from .schemas import NAME_PATTERN, RUN_ID_PATTERN
+from .schemas import NAME_PATTERN, RUN_ID_PATTERN, storable_text
 
 __all__ = ["router"]
 
@@ -44,13 +43,7 @@ class WebhookIn(BaseModel):
     run_id: str | None = Field(None, pattern=RUN_ID_PATTERN, description="Only alerts of this run.")
     description: str | None = Field(None, max_length=200)
 
-    @field_validator("url", "secret", "description")
-    @classmethod
-    def _storable_text(cls, value: str | None) -> str | None:
-        problem = None if value is None else wire.text_problem(value)  # NUL: PostgreSQL refuses it (422 on both)
-        if problem:
-            raise ValueError(problem)
-        return value
+    _storable_text = field_validator("url", "secret", "description")(storable_text)
 
     @field_validator("url")
     @classmethod
