@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from tests.alerts.conftest import BOTH
 from tests.alerts.receiver import Receiver
-from tests.support.bad_receivers import BadReceiver
+from tests.support.bad_receivers import BODY_MARKER, BadReceiver
 
 BOUNDED = AlertingSettings(
     webhook_backoff_base_s=0.1, webhook_backoff_max_s=0.3, outbox_poll_s=0.02, webhook_timeout_s=1.0,
@@ -82,7 +82,12 @@ def test_hanging_dripping_and_huge_receivers_delay_only_themselves(db) -> None: 
             assert timeouts and all(a.error == "no complete answer within 1 s" for a in timeouts), mode
             assert max(a.duration_ms for a in attempts) < 1900, mode  # one deadline for the whole attempt
         huge = list_deliveries(s, webhook_id=hooks["huge"], limit=1000)
-        assert huge and all(a.error == "HTTP 500" and a.status_code == 500 for a in huge)
+        # a 500 whose body is cut off at the cap; on a loaded machine an attempt may also miss the 1 s
+        # deadline before the status line arrives (seen in CI), which is a retry of the same kind
+        answered = [a for a in huge if a.status_code is not None]
+        assert answered and all(a.error == "HTTP 500" and a.status_code == 500 for a in answered)
+        assert all(a.error == "no complete answer within 1 s" for a in huge if a.status_code is None)
+        assert all(a.outcome == "retry" and BODY_MARKER.decode() not in (a.error or "") for a in huge)
         assert [a.outcome for a in list_deliveries(s, webhook_id=good_hook)] == ["delivered"] * 5
 
 
