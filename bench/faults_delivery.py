@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,7 +32,6 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sapo_monitor.client.wire import StepRecord, encode_batch
-from sapo_monitor.service.storage import migrate
 from sapo_monitor.service.storage.alert_models import Webhook, WebhookOutbox
 from sapo_monitor.service.storage.db import make_engine
 from sqlalchemy import func, select
@@ -41,8 +40,8 @@ from tests.alerts.receiver import Receiver
 from tests.alerts.server import FAST_ENV
 from tests.alerts.traces import collapse_trace
 from tests.support.bad_receivers import BadReceiver
+from tests.support.databases import migrated_database
 from tests.support.live import ServiceProcess
-from tests.support.postgres import pg_database
 from tests.support.tcp_proxy import TcpProxy
 
 RESULTS: list[tuple[str, str, int, int, int, int, str]] = []
@@ -130,16 +129,8 @@ def service(db_url: str, workdir: Path, **env: str) -> Iterator[ServiceProcess]:
         proc.stop()
 
 
-@contextmanager
-def database(kind: str, workdir: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'faults.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    with pg_database() as url:
-        migrate.upgrade(url)
-        yield url
+def database(kind: str, workdir: Path) -> AbstractContextManager[str]:
+    return migrated_database(kind, workdir, "faults.db")
 
 
 def hook(c: httpx.Client, url: str) -> None:

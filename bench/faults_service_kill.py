@@ -17,34 +17,19 @@ import json
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sapo_monitor.client import init
 from sapo_monitor.client._spool import Spool
 from sapo_monitor.client.settings import ClientSettings
-from sapo_monitor.service.storage import migrate
 from sapo_monitor.service.storage.db import make_engine
 from sapo_monitor.service.storage.models import metric_column
 from sqlalchemy import text
 
+from tests.support.databases import migrated_database
 from tests.support.live import ServiceProcess
-from tests.support.postgres import pg_database
 
 __all__ = ["service_kill_case"]
-
-
-@contextmanager
-def _database(kind: str, workdir: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'kill.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    with pg_database() as url:
-        migrate.upgrade(url)
-        yield url
 
 
 def _stored(db_url: str, run: str) -> tuple[dict[int, tuple[float | None, str | None]], int]:
@@ -69,7 +54,7 @@ def _corrupt(step: int, loss: float | None, extra: str | None) -> bool:
 
 def service_kill_case(kind: str, *, before: float = 1.5, down: float = 1.0, after: float = 1.5) -> dict[str, float]:
     """One kill on ``kind`` ("sqlite" or "postgres"); returns ended, lost, doubled, corrupted, spooled, rc."""
-    with tempfile.TemporaryDirectory(prefix="sapo-kill-") as tmp, _database(kind, Path(tmp)) as db_url:
+    with tempfile.TemporaryDirectory(prefix="sapo-kill-") as tmp, migrated_database(kind, Path(tmp), "kill.db") as db_url:
         svc = ServiceProcess(db_url, log_path=Path(tmp) / "service.log", cli=True).start().wait_ready(60)
         run = f"kill-{kind}"
         mon = init(run, settings=ClientSettings(spool_dir=Path(tmp) / "spool", server=svc.url, timeout=5.0,

@@ -9,24 +9,16 @@ from collections.abc import Iterator
 import pytest
 from sapo_monitor.client.wire import StepRecord
 from sapo_monitor.service.ingestion import ingest_steps
-from sapo_monitor.service.storage import migrate
 from sapo_monitor.service.storage.db import Database
 from sapo_monitor.service.storage.runs import ensure_project
 
-from tests.support.postgres import pg_database
+from tests.support.databases import migrated_database
 
 
 @pytest.fixture
 def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A migrated, empty database URL: ``sqlite`` or ``postgresql`` (from the test's parameter)."""
-    kind = getattr(request, "param", "sqlite")
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path}/alerts.db"
-        migrate.upgrade(url)
-        yield url
-        return
-    with pg_database() as url:
-        migrate.upgrade(url)
+    with migrated_database(getattr(request, "param", "sqlite"), tmp_path, "alerts.db") as url:
         yield url
 
 
