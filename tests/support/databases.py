@@ -16,13 +16,13 @@ __all__ = ["migrated_database"]
 
 @contextmanager
 def migrated_database(kind: str, folder: Path, filename: str = "sapo.db") -> Iterator[str]:
-    """Yields the URL of a database at the newest migration; ``kind`` is ``sqlite`` or ``postgresql``."""
+    """Yields the URL of a database at the newest migration; ``kind`` is ``sqlite`` or ``postgresql`` (or ``postgres``)."""
     if kind == "sqlite":
         url = f"sqlite:///{folder / filename}"
         migrate.upgrade(url)
         yield url
         return
-    if kind != "postgresql":
+    if kind not in ("postgresql", "postgres"):
         raise ValueError(f"database kind must be 'sqlite' or 'postgresql', not {kind!r}")
     with pg_database() as url:
         migrate.upgrade(url)
