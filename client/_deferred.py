@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sapo_monitor.client import wire
 from sapo_monitor.client.stats import CPU_BLOCK_POSITIONS, StatsConfig, StepAccumulator
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["DeferredSteps", "record_from_stats"]
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -98,43 +100,33 @@ class DeferredSteps:
             self._flush()
 
     def _flush(self) -> None:
-        import torch
-
         pending, self._pending, self._key = self._pending, [], None
         if not pending:
             return
-        if self._emit_summary is not None:
-            self._flush_summaries(pending)
+        if self._emit_summary is None:
+            stats: list[dict[str, float | list[int]]] = self._computed(
+                pending, self._acc.results, [{} for _ in pending])
+            for p, s in zip(pending, stats, strict=True):
+                self._emit(record_from_stats(p.step, p.time, s, p.values))
             return
-        stats: list[dict[str, float | list[int]]] = [{} for _ in pending]
-        try:
-            names = pending[0].tensors
-            self._acc.reset()
-            self._acc.add_steps(**{name: torch.stack([p.tensors[name] for p in pending]) for name in names})
-            stats = self._acc.results()
-        except Exception as exc:
-            steps = f"{pending[0].step}..{pending[-1].step}"
-            self._warn(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of steps {steps} failed: {exc}")
-        finally:
-            self._acc.reset()
-        for p, s in zip(pending, stats, strict=True):
-            self._emit(record_from_stats(p.step, p.time, s, p.values))
-
-    def _flush_summaries(self, pending: list[_Pending]) -> None:
-        import torch
-
         # An empty summary for a step whose statistics failed: rank 0 still hears from this rank.
-        summaries = [StepSummary() for _ in pending]
-        try:
-            names = pending[0].tensors
-            self._acc.reset()
-            self._acc.add_steps(**{name: torch.stack([p.tensors[name] for p in pending]) for name in names})
-            summaries = self._acc.summaries()
-        except Exception as exc:
-            steps = f"{pending[0].step}..{pending[-1].step}"
-            self._warn(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of steps {steps} failed: {exc}")
-        finally:
-            self._acc.reset()
-        assert self._emit_summary is not None
+        summaries = self._computed(pending, self._acc.summaries, [StepSummary() for _ in pending])
         for p, summary in zip(pending, summaries, strict=True):
             self._emit_summary(p.step, p.time, summary, p.values)
+
+    def _computed(self, pending: list[_Pending], read: Callable[[], list[_T]], failed: list[_T]) -> list[_T]:
+        """The waiting steps through the accumulator as one batch, read out by ``read``; ``failed``
+        (logged) when that raises."""
+        import torch
+
+        try:
+            names = pending[0].tensors
+            self._acc.reset()
+            self._acc.add_steps(**{name: torch.stack([p.tensors[name] for p in pending]) for name in names})
+            return read()
+        except Exception as exc:
+            steps = f"{pending[0].step}..{pending[-1].step}"
+            self._warn(f"stats-{type(exc).__name__}", f"sapo-monitor: statistics of steps {steps} failed: {exc}")
+            return failed
+        finally:
+            self._acc.reset()
