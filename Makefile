@@ -29,15 +29,15 @@ install-test: $(VENV)/.installed-test prometheus
 # Debian's prometheus package gives `prometheus` and `promtool` for the integration and rule tests;
 # Debian's chromium is the browser of the UI tests (Playwright launches it by path, never downloads one).
 prometheus:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
-	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
-	@command -v amtool >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus-alertmanager package (amtool checks dashboards/alertmanager.yml)"; \
-	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; }
-	@test -x /usr/bin/chromium || { \
-	  echo "installing Debian's chromium package (the browser tests in tests/ui drive it through Playwright)"; \
-	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v amtool >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's packages:$$missing (promtool and prometheus for the rule and scrape tests,"; \
+	  echo "  amtool to check dashboards/alertmanager.yml, chromium for the browser tests in tests/ui)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 demo: install
 	$(VENV)/bin/sapo-monitor demo
@@ -67,7 +67,9 @@ typecheck: install-test
 	@ln -s ../../../service build/typecheck/sapo_monitor/service
 	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p sapo_monitor.client -p sapo_monitor.service
 
-test: check-machine install-test
+# pip and apt side by side (-j2): on a fresh machine they are most of the set-up time.
+test: check-machine
+	@$(MAKE) --no-print-directory -j2 install-test
 	$(VENV)/bin/ruff check .
 	$(MAKE) typecheck
 	$(VENV)/bin/pytest
