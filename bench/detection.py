@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import multiprocessing
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,14 +48,28 @@ def _record(plan: RunPlan, cache: str) -> Label:
     return record_run(plan, Path(cache))
 
 
+def _is_moe(plan: RunPlan) -> bool:
+    return plan.preset != "default" or dict(plan.overrides).get("moe", False)
+
+
 def build(cache: Path, plans: list[RunPlan], jobs: int) -> dict[str, Label]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     cache.mkdir(parents=True, exist_ok=True)
     labels = read_labels(cache)
-    todo = [p for p in plans if p.run_id not in labels]
+    # A run whose schedule changed since it was cached is trained again (fault strengths are tuned here).
+    stale = [p.run_id for p in plans if p.run_id in labels and labels[p.run_id].faults != p.faults]
+    for run_id in stale:
+        labels.pop(run_id)
+        shutil.rmtree(cache / "spool" / run_id, ignore_errors=True)
+    # Fault runs first: they answer "does this fault break the run?" early; MoE runs before dense ones
+    # in each group (twice the cost), so the two workers finish together.
+    todo = sorted((p for p in plans if p.run_id not in labels),
+                  key=lambda p: (p.kind == "matrix", p.seed, not _is_moe(p)))
     if not todo:
         return labels
+    for p in todo:  # a run interrupted mid-way left a partial spool: start it clean
+        shutil.rmtree(cache / "spool" / p.run_id, ignore_errors=True)
     ctx = multiprocessing.get_context("spawn")
     with Progress(TextColumn("corpus"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                   TimeElapsedColumn()) as bar, cf.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
