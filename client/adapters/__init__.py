@@ -67,3 +67,5 @@ def attach(trainer: object, **init_kwargs: Any) -> Monitor:
 register_adapter("sapo_monitor.trainer.train.Trainer", "sapo_monitor.client.adapters.trainer:attach_trainer")
 # Hugging Face TRL's GRPOTrainer (SAPO, GRPO family, GSPO); trl is imported only for such a trainer.
 register_adapter("trl.trainer.grpo_trainer.GRPOTrainer", "sapo_monitor.client.adapters.trl:attach_trl")
+# verl's engines (FSDP, Megatron, ...): attach(engine); the usual way is verl_enable (adapters/verl.py).
+register_adapter("verl.workers.engine.base.BaseEngine", "sapo_monitor.client.adapters.verl:attach_verl")
