@@ -5,9 +5,32 @@ on ranks other than 0, writes it to the job's c10d key-value store (the rendezvo
 ``torch.distributed`` job already has; keys under a prefix naming the group's ranks). Rank 0 reads its
 peers' summaries on a background thread, merges them, builds the record and hands it to delivery, so
 neither the training thread nor any NCCL stream ever waits on the monitor: a collective would make every
-rank wait for the slowest one, and gloo's only timeout is the group's. A peer that has not written
-within ``timeout`` seconds of rank 0's own summary is left out of that step (``ranks_reporting`` <
-``ranks_total`` in the record, a warning logged once) and, until it writes again, is not waited for.
+rank wait for the slowest one, and gloo's only timeout is the group's. Each peer gets ``timeout``
+seconds per step, counted from when rank 0's summary is ready or, if later, from when rank 0's collector
+gets to the step (after waiting for a stalled peer on the step before, say): the time is never shorter
+than ``timeout`` after the peer could have written. A peer that has not written in time is left out of
+that step (``ranks_reporting`` < ``ranks_total`` in the record, a warning logged once) and is then only
+checked, not waited for, until it has written the last step it missed: it is alive and has caught up, and
+is waited for again. (Before, a missed peer was readmitted only if a check found its current step already
+written: a live rank running slightly behind rank 0 never was, and dropped out of every later record.) A
+live peer lags rank 0 by at most about a step in data-parallel training, where every optimizer step
+all-reduces the gradients, so ``timeout`` (default 5 s) only has to cover the monitor's own time on a
+peer (its ``end_step``) and scheduling delays on a loaded machine.
+
+Why the store and not a dedicated gloo group (``new_group(backend="gloo", timeout=...)``, which issue 13
+first proposed): the guarantee is that a crashed or stalled peer never hangs the others and costs at most
+one step's records. A gloo collective cannot give it. Every rank in it blocks until the slowest arrives
+(each step, on whichever thread runs it), and a peer that misses the group's timeout once closes the
+group for good: measured here (torch 2.13, 3 gloo ranks, timeout 2 s, rank 2 asleep 4 s on step 1), ranks
+0 and 1 raise after 2 s on step 1 and every later all-reduce fails at once with "Application timeout
+caused pair closure", on rank 2 too once it is back, so the monitor would be blind for the rest of the
+run after one slow step, and a rank that skipped a step would pair the wrong summaries from then on.
+Creating the group is itself a collective every rank of the job must call in the same order, which an
+adapter that starts on a subset of ranks (verl's model-parallel source ranks) cannot ensure. The store
+keeps the group's useful properties (CPU only, no NCCL stream, created with the job) and adds a timeout
+per peer and step, not per group: a missing peer is waited for once, then only checked. Its cost is a few
+store round-trips per peer and step (a ``set`` on the peer; ``wait``, ``get``, ``delete`` on rank 0, off
+the training thread) and the summary's bytes (``bench/distributed_row.py`` reports both).
 
 Only rank 0 delivers: the other ranks never open a connection or a spool. The data-parallel group is the
 caller's (``init(process_group=G)``): under tensor / pipeline / sequence parallelism pass a group with
@@ -92,6 +115,13 @@ class StoreExchange:
         self.discard(seq, peer)
         return bytes(data)
 
+    def present(self, seq: int, peer: int) -> bool:
+        """Whether the peer's summary of step ``seq`` is in the store (one round-trip, no wait)."""
+        try:
+            return bool(self._store.check([f"{seq}/{peer}"]))
+        except Exception:  # the store went away
+            return False
+
     def discard(self, seq: int, peer: int) -> None:
         with contextlib.suppress(Exception):  # the store went away: nothing left to clean
             self._store.delete_key(f"{seq}/{peer}")
@@ -166,21 +196,27 @@ class RankReducer:
     def _reduce(self, job: _Step) -> None:
         summaries = [job.summary]
         started = time.perf_counter()
+        # Every peer's time on this step starts now, not at job.arrived: waiting for a dead peer on an
+        # earlier step must not use it up (the steps queued meanwhile arrived before that wait).
+        deadline = max(job.arrived, time.monotonic()) + self.timeout
         waited = 0.0
         for peer in range(1, self.size):
             missed = self._missing.get(peer)
-            wait = 0.0 if missed is not None else job.arrived + self.timeout - time.monotonic()
+            if missed is not None and self.exchange.present(missed[-1], peer):
+                missed = None  # it wrote the last step it missed: alive, caught up, so wait for it again
+            wait = 0.0 if missed is not None else deadline - time.monotonic()
             t0 = time.perf_counter()
             data = self.exchange.receive(job.seq, peer, wait)
             waited += time.perf_counter() - t0
             if data is None:
+                missed = self._missing.get(peer)
                 if missed is None:
                     self._warn(f"rank-{peer}", f"sapo-monitor: rank {peer} sent no summary of step {job.step} within "
                                                f"{self.timeout:g}s; records leave it out (ranks_reporting) until it does")
                     missed = self._missing.setdefault(peer, [])
                 missed.append(job.seq)
                 continue
-            if missed is not None:  # back: forget the summaries it may still write for the steps it missed
+            if peer in self._missing:  # back: forget the summaries it may still write for the steps it missed
                 for seq in self._missing.pop(peer):
                     self.exchange.discard(seq, peer)
             self.bytes_received += len(data)
