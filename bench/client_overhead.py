@@ -5,8 +5,8 @@
 2. The reference trainer's step time at the default preset: bare, with ``client.attach`` to a live
    service (the real one, uvicorn in a subprocess on a temporary SQLite database), and attached while
    the service is down (steps go to the spool; delivery retries in the background). Target <= 1.05.
-3. The 2-process bundled trainer (``bench/distributed_row.py``): data-parallel step time with every rank
-   attached vs bare, and the reduction's own time and bytes per step.
+3. The 2-process bundled trainer and the 2-process TRL GRPOTrainer (``bench/distributed_row.py``):
+   data-parallel step time with every rank attached vs bare, and the reduction's own time and bytes per step.
 4. The TRL row (``bench/trl_row.py``, owned by the TRL adapter): GRPOTrainer step time attached / bare.
 
 Runs go in rounds, one run per variant, in a rotating order (bare, up, down; up, down, bare; ...) so
@@ -278,6 +278,19 @@ def main() -> None:
                       f"   ratio {d['ratio']:.3f} ({d['ratio_lo']:.3f}-{d['ratio_hi']:.3f})   (target <= 1.05)")
                 print(f"  reduction: rank 0 merges in {d['reduce_ms']:.2f} ms/step off the training thread, receives "
                       f"{d['bytes'] / 1024:.1f} KiB/step; rank 1 encodes and sends in {d['send_ms']:.2f} ms/step")
+
+                print("\n== TRL GRPOTrainer, 2 processes (torchrun, gloo), tiny model, every process attached")
+                try:
+                    from distributed_row import trl_distributed_row
+
+                    d = trl_distributed_row(service.url, workdir, repeats=max(2, args.repeats // 2))
+                    print(f"  bare {d['bare_s'] * 1e3:.1f} ms/step, attached {d['attached_s'] * 1e3:.1f} ms/step,"
+                          f"   ratio {d['ratio']:.3f} ({d['ratio_lo']:.3f}-{d['ratio_hi']:.3f})   (target <= 1.05)")
+                    print(f"  reduction: rank 0 merges in {d['reduce_ms']:.2f} ms/step off the training thread, "
+                          f"receives {d['bytes'] / 1024:.1f} KiB/step; rank 1 encodes and sends in "
+                          f"{d['send_ms']:.2f} ms/step")
+                except Exception as exc:  # the row is optional: trl may be missing
+                    print(f"  skipped: {type(exc).__name__}: {exc}")
 
             # ---- TRL row (owned by the TRL adapter: bench/trl_row.py) ------------------------------
             if not args.no_trl:

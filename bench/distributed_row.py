@@ -1,10 +1,20 @@
-"""The 2-process bundled-trainer row of ``bench/client_overhead.py``: step time with every rank attached vs
-bare (both in the same two processes, alternating, one gloo group), and the reduction's own cost: rank 0's
-merge time per step, the bytes it receives per step, and a peer's time to encode and send its summary."""
+"""The 2-process rows of ``bench/client_overhead.py``: step time with every rank attached vs bare (both
+variants in the same two processes, alternating, one gloo group), and the reduction's own cost: rank 0's
+merge time per step, the bytes it receives per step, and a peer's time to encode and send its summary.
+
+- ``distributed_row``: the bundled trainer's data-parallel mode (spawned processes).
+- ``trl_distributed_row``: TRL's GRPOTrainer on 2 CPU processes started by torchrun (accelerate's MULTI_CPU
+  mode, as in tests/distributed/test_trl.py), ``bench/trl_row.py``'s preset and clock (pairs of optimizer
+  steps), ABBA rounds. This file is also each torchrun process's script (``trl-rank`` argument).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -60,3 +70,55 @@ def distributed_row(server: str, workdir: Path, steps: int = 40, repeats: int = 
         "reduce_ms": statistics.median(r0["reduce_s"]) * 1e3, "bytes": statistics.median(r0["bytes"]),
         "send_ms": statistics.median(r1["send_s"]) * 1e3,
     }
+
+
+def _trl_rank(out: Path, server: str, steps: int, repeats: int) -> None:
+    """One torchrun process: ABBA rounds of bare and attached GRPOTrainer runs; rank 0 writes the figures."""
+    import logging
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from trl_row import _step_pair_times
+
+    logging.getLogger("sapo_monitor").setLevel(logging.ERROR)
+    _step_pair_times(steps=2, attach=True, server=server)  # warm-up: imports, allocator, caches
+    times: dict[str, list[float]] = {"bare": [], "attached": []}
+    reductions: list[dict[str, float]] = []
+    for i in range(repeats):
+        for attach in (False, True) if i % 2 == 0 else (True, False):
+            reduction: dict[str, float] = {}
+            wall, _, _ = _step_pair_times(steps=steps, attach=attach, server=server, reduction=reduction)
+            times["attached" if attach else "bare"].append(statistics.median(wall) / 2)
+            if reduction:
+                reductions.append(reduction)
+    rank = int(os.environ.get("RANK", "0"))
+    (out / f"trl-rank{rank}.json").write_text(json.dumps({"times": times, "reductions": reductions}))
+
+
+def trl_distributed_row(server: str, workdir: Path, steps: int = 10, repeats: int = 4) -> dict[str, float]:
+    """Medians over rounds, per optimizer step: each variant's wall (rank 0), attached / bare, reduction cost."""
+    from tests.distributed.ranks import free_port
+
+    out = workdir / "trl-dp-bench"
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HOME": str(out / "hf"), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), __file__, "trl-rank", str(out), server, str(steps), str(repeats)]
+    done = subprocess.run(cmd, env=env, timeout=3600, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun failed ({done.returncode}): {done.stderr[-2000:]}")
+    r0, r1 = (json.loads((out / f"trl-rank{r}.json").read_text()) for r in range(2))
+    bare, att = r0["times"]["bare"], r0["times"]["attached"]
+    ratios = sorted(a / b for a, b in zip(att, bare, strict=True))
+    return {
+        "bare_s": statistics.median(bare), "attached_s": statistics.median(att),
+        "ratio": statistics.median(ratios), "ratio_lo": ratios[0], "ratio_hi": ratios[-1],
+        "reduce_ms": statistics.median(r["reduce_s"] for r in r0["reductions"]) * 1e3,
+        "bytes": statistics.median(r["bytes"] for r in r0["reductions"]),
+        "send_ms": statistics.median(r["send_s"] for r in r1["reductions"]) * 1e3,
+    }
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["trl-rank"]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: sapo_monitor, tests
+    _trl_rank(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))

@@ -36,9 +36,11 @@ PRESET: dict[str, Any] = {
 
 
 def _step_pair_times(
-    *, steps: int, attach: bool, server: str | None
+    *, steps: int, attach: bool, server: str | None, reduction: dict[str, float] | None = None
 ) -> tuple[list[float], list[float], float]:
-    """Wall and CPU seconds per pair of optimizer steps of one run, and wall seconds inside monitor calls."""
+    """Wall and CPU seconds per pair of optimizer steps of one run, and wall seconds inside monitor calls.
+
+    ``reduction``: filled, on a data-parallel run, with the reducer's own figures (bench/distributed_row.py)."""
     from transformers import TrainerCallback
 
     from sapo_monitor import client
@@ -74,14 +76,17 @@ def _step_pair_times(
         trainer = tinyrl.make_trainer(tmp, max_steps=steps, logging_steps=steps, **PRESET)
         monitor = None
         if attach:
-            spool = None if server else str(Path(tmp) / "spool")
             monitor = client.attach(trainer, run=f"bench-trl-{time.time_ns()}", project="bench",
-                                    server=server, spool_dir=spool)
+                                    server=server, spool_dir=str(Path(tmp) / "spool"))  # never ~/.cache
             monitor.observe, monitor.end_step = timed(monitor.observe), timed(monitor.end_step)
         trainer.add_callback(PairClock())  # after the adapter's callback: its end_step is inside the clock
         trainer.train()
         if monitor is not None:
             monitor.close()
+            reducer = monitor._reducer
+            if reduction is not None and reducer is not None:
+                reduction.update(reduce_s=reducer.reduce_seconds / steps, bytes=reducer.bytes_received / steps,
+                                 send_s=reducer.send_seconds / steps)
     return pairs, cpu_pairs, in_monitor[0]
 
 
