@@ -60,3 +60,18 @@ def test_verl_two_ranks_one_merged_record_per_optimizer_step(receiver, tmp_path)
         whole = compute_step_stats(config=cfg, **{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
         assert_matches({k: v for k, v in stats_only(rec).items() if k not in ("grad_norm", "lr")}, whole,
                        exact_quantiles=True)
+
+
+def test_thresholds_and_algorithm_from_the_actor_config():
+    from types import SimpleNamespace
+
+    from sapo_monitor.client.adapters.verl import algo_for, stats_config_for
+
+    def actor(mode: str, **fields: float | None) -> SimpleNamespace:  # ActorConfig's fields that are read
+        return SimpleNamespace(policy_loss={"loss_mode": mode}, **fields)
+
+    assert algo_for(actor("vanilla")) == "grpo" and algo_for(actor("dro")) == "dro"
+    grpo = stats_config_for(actor("vanilla", clip_ratio=0.25, clip_ratio_low=None, clip_ratio_high=0.3))
+    assert (grpo.eps_low, grpo.eps_high) == (0.25, 0.3)
+    gspo = stats_config_for(actor("gspo", clip_ratio_low=3e-4, clip_ratio_high=4e-4, tau_pos=2.0))
+    assert (gspo.seq_eps_low, gspo.seq_eps_high, gspo.eps_low, gspo.tau_pos) == (3e-4, 4e-4, 0.2, 2.0)
