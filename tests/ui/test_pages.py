@@ -13,14 +13,18 @@ from tests.ui.data import XSS_NAME, post_trace
 
 pytestmark = pytest.mark.timeout(180)
 
-# Pixels of a chart's canvas close to its first series' stroke colour (#1f77b4): the line is drawn.
+# Pixels of a chart's canvas close to one of its series' stroke colours: the lines are drawn (series
+# with equal values overdraw each other, so any of them counts).
 STROKE_PIXELS = """(name) => {
   const c = window.sapoCharts.get(name);
   const cv = c.u.ctx.canvas, ctx = c.u.ctx;
+  const rgb = c.u.series.map((s, i) => (typeof s.stroke === "function" ? s.stroke(c.u, i) : s.stroke)).slice(1)
+    .filter((x) => typeof x === "string" && x.startsWith("#"))
+    .map((h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)));
   const d = ctx.getImageData(0, 0, cv.width, cv.height).data;
   let n = 0;
   for (let i = 0; i < d.length; i += 4) {
-    if (d[i + 3] > 128 && Math.abs(d[i] - 31) < 50 && Math.abs(d[i + 1] - 119) < 50 && Math.abs(d[i + 2] - 180) < 50) n++;
+    if (d[i + 3] > 128 && rgb.some(([r, g, b]) => Math.abs(d[i] - r) < 50 && Math.abs(d[i + 1] - g) < 50 && Math.abs(d[i + 2] - b) < 50)) n++;
   }
   return n;
 }"""
@@ -33,8 +37,13 @@ def _open(page: Any, ui: UiService, hash_: str, *, query: str = "") -> list[str]
     return errors
 
 
-def _api_points(ui: UiService, run: str, metrics: list[str], **params: Any) -> int:
-    doc = ui.api(f"/runs/{run}/series", metric=metrics, max_points=1500, **params)
+def _max_points(page: Any) -> int:
+    """The points per series the page asks for (a min and a max per pixel column of its charts)."""
+    return int(page.locator("#view").get_attribute("data-max-points"))
+
+
+def _api_points(ui: UiService, run: str, metrics: list[str], max_points: int, **params: Any) -> int:
+    doc = ui.api(f"/runs/{run}/series", metric=metrics, max_points=max_points, **params)
     return sum(len(doc["series"][m]["step"]) for m in metrics)
 
 
@@ -66,7 +75,7 @@ def test_run_page_draws_every_chart_with_the_apis_point_counts(page: Any, ui: Ui
         metrics = metrics_of[name]
         assert set(metrics) <= have
         box = page.locator(f".chart[data-chart='{name}']")
-        assert int(box.get_attribute("data-points")) == _api_points(ui, "sapo-40", metrics), name
+        assert int(box.get_attribute("data-points")) == _api_points(ui, "sapo-40", metrics, _max_points(page)), name
         assert page.evaluate(STROKE_PIXELS, name) > 30, f"chart {name} draws no line"
     assert int(page.locator(".chart[data-chart='reward']").get_attribute("data-points")) == 80  # 40 steps x 2 metrics
     hm = ui.api("/runs/sapo-40/histogram/steps", max_buckets=600)
@@ -116,7 +125,8 @@ def test_zoom_refetches_the_range_at_full_resolution_and_a_one_step_spike_always
     peak = "() => Math.max(...window.sapoCharts.get('grad_norm').u.data[1].filter(v => v !== null))"
     assert page.evaluate(peak) == SPIKE_VALUE  # downsampled whole run keeps the spike
     whole = int(page.locator(".chart[data-chart='grad_norm']").get_attribute("data-points"))
-    assert whole == _api_points(ui, "long-spike", ["grad_norm"]) < LONG_STEPS
+    assert 300 < _max_points(page) < LONG_STEPS
+    assert whole == _api_points(ui, "long-spike", ["grad_norm"], _max_points(page)) < LONG_STEPS
     loaded = int(page.locator("#view").get_attribute("data-loaded"))
     # Drag over about 600 steps around the spike on the grad-norm chart.
     box = page.evaluate("""(a) => { const c = window.sapoCharts.get('grad_norm'); const r = c.u.over.getBoundingClientRect();
@@ -132,7 +142,7 @@ def test_zoom_refetches_the_range_at_full_resolution_and_a_one_step_spike_always
                            " return [Number(p.get('from')), Number(p.get('to'))]; }")
     assert lo < SPIKE_STEP < hi and 500 < hi - lo < 700
     zoomed = int(page.locator(".chart[data-chart='grad_norm']").get_attribute("data-points"))
-    assert zoomed == hi - lo + 1 == _api_points(ui, "long-spike", ["grad_norm"], from_step=lo, to_step=hi)
+    assert zoomed == hi - lo + 1 == _api_points(ui, "long-spike", ["grad_norm"], 2000, from_step=lo, to_step=hi)
     assert page.evaluate(peak) == SPIKE_VALUE
     assert "every step" in page.locator("#zoom-info").text_content()
     page.reload()  # the zoom is in the URL

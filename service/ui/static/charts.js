@@ -10,25 +10,87 @@ window.sapoCharts = registry;
 
 // Several series with their own steps (downsampled series keep the steps of each bucket's min and
 // max) onto one sorted x axis; null where a series has no point. Non-finite values become gaps and
-// are counted, so they can be marked.
+// are counted, so they can be marked. Each series' steps come sorted from the API, so the union is
+// one typed-array sort and every series is placed with a walk along it (no Map, no Set).
 export function align(seriesList) {
-  const steps = new Set();
-  for (const s of seriesList) for (const x of s.step) steps.add(x);
-  const xs = Float64Array.from(steps).sort();
-  const index = new Map();
-  xs.forEach((x, i) => index.set(x, i));
+  let total = 0;
+  for (const s of seriesList) total += s.step.length;
+  let xs;
+  if (seriesList.length === 1) xs = seriesList[0].step;
+  else {
+    const all = new Float64Array(total);
+    let k = 0;
+    for (const s of seriesList) { all.set(s.step, k); k += s.step.length; }
+    all.sort();
+    let n = 0;
+    for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[n - 1]) all[n++] = all[i];
+    xs = Array.from(all.subarray(0, n));
+  }
   const nonfinite = [];
   const ys = seriesList.map((s) => {
     const y = new Array(xs.length).fill(null);
-    s.step.forEach((x, i) => {
+    let j = 0;
+    for (let i = 0; i < s.step.length; i++) {
+      const x = s.step[i];
+      while (xs[j] < x) j++;
+      if (xs[j] !== x) j = xs.indexOf(x); // unsorted input: still placed
       const v = num(s.value[i]);
-      if (v === null) return;
-      if (Number.isFinite(v)) y[index.get(x)] = v;
+      if (v === null) continue;
+      if (Number.isFinite(v)) y[j] = v;
       else nonfinite.push({ step: x, value: v });
-    });
+    }
     return y;
   });
-  return { data: [Array.from(xs), ...ys], nonfinite };
+  return { data: [xs, ...ys], nonfinite };
+}
+
+// Tick labels of one axis, as short as the tick spacing allows (0.0025, 1.5e-5, 2.5e+6), so the
+// axis is as wide as its longest label (measured) and no label is cut off (k1 KL's small negatives).
+export function tickLabels(vals) {
+  const finite = vals.filter((v) => Number.isFinite(v));
+  if (finite.length < 2) return vals.map(fmt);
+  const incr = Math.abs(finite[1] - finite[0]) || Math.abs(finite[0]) || 1;
+  const top = Math.max(...finite.map(Math.abs));
+  const dec = Math.max(0, -Math.floor(Math.log10(incr) + 1e-9));
+  if (top < 1e6 && dec <= 4) return vals.map((v) => (v === null || v === undefined ? "" : v.toFixed(dec)));
+  const digits = Math.max(0, Math.min(6, Math.ceil(Math.log10(top / incr) - 1e-9)));
+  return vals.map((v) => (v === null || v === undefined ? "" : v === 0 ? "0" : v.toExponential(digits)));
+}
+
+let measureCtx = null;
+function axisSize(u, values, axisIdx, cycleNum) {
+  const axis = u.axes[axisIdx];
+  if (cycleNum > 1) return axis._size; // uPlot re-asks until the size settles
+  if (!values || !values.length) return 40;
+  measureCtx = measureCtx || document.createElement("canvas").getContext("2d");
+  measureCtx.font = axis.font ? axis.font[0] : "12px system-ui, sans-serif";
+  let w = 0;
+  for (const v of values) if (v) w = Math.max(w, measureCtx.measureText(v).width);
+  return Math.ceil(w / (window.devicePixelRatio || 1) + (axis.ticks.size || 10) + (axis.gap || 5) + 6);
+}
+
+// A chart plot's width, read once per container (every cell of a grid has the same width), so
+// building 16 charts costs one layout, not 16.
+const plotWidths = new WeakMap();
+function plotWidth(container, plot) {
+  let w = plotWidths.get(container);
+  if (w === undefined) {
+    w = Math.max(280, plot.clientWidth || 420);
+    plotWidths.set(container, w);
+  }
+  return w;
+}
+
+// Points worth asking the API for, per series: a min and a max per pixel column of the plot area.
+export function pointsFor(chart) {
+  return Math.max(100, 2 * Math.round(chart.u.bbox.width / (window.devicePixelRatio || 1)));
+}
+
+// The same before any chart exists: from the width of a column of ``grid`` (its resolved tracks),
+// less the chart's padding and a y axis.
+export function pointsForGrid(grid) {
+  const track = parseFloat(getComputedStyle(grid).gridTemplateColumns) || 440;
+  return Math.max(100, 2 * Math.round(track - 14 - 50));
 }
 
 function bandsPlugin(chart) {
@@ -99,13 +161,15 @@ export function lineChart(container, spec, { onZoom, onReset, syncKey = "steps" 
   box.append(title, plot);
   container.append(box);
   const chart = { name: spec.name, box, bands: [], nonfinite: [], lastStep: null, drawnBands: [], u: null, points: 0 };
-  const width = Math.max(280, plot.clientWidth || 420);
+  const width = plotWidth(container, plot);
   const opts = {
     width,
     height: spec.height || 190,
-    pxAlign: 0,
+    // Whole-pixel lines of width 1: chromium's software rasterizer fills these ~3x faster than
+    // anti-aliased 1.25 px strokes, and 16 charts of ~1,000-point min/max zigzags are most of a load.
+    pxAlign: 1,
     scales: { x: { time: false } },
-    axes: [{ size: 28, values: (u, vals) => vals.map(fmt) }, { size: 64, values: (u, vals) => vals.map(fmt) }],
+    axes: [{ size: 28, values: (u, vals) => tickLabels(vals) }, { size: axisSize, values: (u, vals) => tickLabels(vals) }],
     legend: { live: true },
     cursor: { drag: { x: true, y: false, setScale: false }, sync: { key: syncKey } },
     series: [
@@ -113,7 +177,7 @@ export function lineChart(container, spec, { onZoom, onReset, syncKey = "steps" 
       ...spec.labels.map((label, i) => ({
         label,
         stroke: (spec.colors || PALETTE)[i % PALETTE.length],
-        width: 1.25,
+        width: 1,
         spanGaps: true,
         points: { show: false },
         value: (u, v) => fmt(v),
@@ -142,16 +206,40 @@ export function lineChart(container, spec, { onZoom, onReset, syncKey = "steps" 
 }
 
 // New data for a chart: ``seriesList`` in the order of ``spec.labels``; ``bands`` alert bands.
-export function setChartData(chart, seriesList, { bands, lastStep } = {}) {
+export function setChartData(chart, seriesList, opts = {}) {
   const { data, nonfinite } = align(seriesList);
+  draw(chart, data, nonfinite, seriesList.reduce((n, s) => n + s.step.length, 0), opts);
+}
+
+// New data already on one step grid (``/compare``): ``xs`` the steps, ``columns`` one array of wire
+// values per series (null where the series has no point).
+export function setChartColumns(chart, xs, columns, opts = {}) {
+  const nonfinite = [];
+  let points = 0;
+  const ys = columns.map((col) => col.map((w, i) => {
+    const v = num(w);
+    if (v === null) return null;
+    points++;
+    if (Number.isFinite(v)) return v;
+    nonfinite.push({ step: xs[i], value: v });
+    return null;
+  }));
+  draw(chart, [xs, ...ys], nonfinite, points, opts);
+}
+
+function draw(chart, data, nonfinite, points, { bands, lastStep, range } = {}) {
   chart.nonfinite = nonfinite;
   if (bands) chart.bands = bands;
   if (lastStep !== undefined) chart.lastStep = lastStep;
-  chart.points = seriesList.reduce((n, s) => n + s.step.length, 0);
-  chart.box.dataset.points = String(chart.points);
+  chart.points = points;
+  chart.box.dataset.points = String(points);
   chart.box.dataset.nonfinite = String(nonfinite.length);
-  chart.box.classList.toggle("empty", chart.points === 0);
-  chart.u.setData(data, true);
+  chart.box.classList.toggle("empty", points === 0);
+  // One redraw: the zoomed range is set in the same batch as the data (uPlot commits once).
+  chart.u.batch(() => {
+    chart.u.setData(data, !range);
+    if (range) chart.u.setScale("x", { min: range.lo, max: range.hi });
+  });
   chart.box.dataset.ready = "1";
 }
 

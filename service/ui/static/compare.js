@@ -1,13 +1,12 @@
 // N runs on one step axis and one scale per metric, each run's fired alerts marked in its colour,
 // a summary row per run. URL: #/compare?run=a&run=b&metric=m&from=&to=
 import { api, num } from "./api.js";
-import { lineChart, setChartData } from "./charts.js";
+import { lineChart, pointsForGrid, setChartColumns } from "./charts.js";
 import { el, fmt, PALETTE } from "./dom.js";
 import { hashFor, replaceState } from "./main.js";
 import { poll, POLL_MS } from "./poll.js";
 
 const DEFAULT_METRICS = ["reward.mean", "entropy.mean", "log_ratio.std", "gate.saturated_frac", "kl.k3", "clip.token_frac"];
-const MAX_POINTS = 1500;
 
 export async function comparePage(view, _arg, params) {
   let runIds = params.getAll("run");
@@ -40,11 +39,13 @@ export async function comparePage(view, _arg, params) {
   const onZoom = (lo, hi) => setZoom({ lo, hi });
   const onReset = () => setZoom(null);
   let charts = null;
+  const maxPoints = pointsForGrid(grid); // a min and a max per pixel column of a chart
+  view.dataset.maxPoints = String(maxPoints);
 
   async function load() {
     const range = zoom ? { from_step: zoom.lo, to_step: zoom.hi } : {};
     const [doc, ...bandDocs] = await Promise.all([
-      api("/compare", { run: runIds, metric: [...new Set([...metrics, "reward.mean", "log_ratio.std"])], max_points: MAX_POINTS, ...range }),
+      api("/compare", { run: runIds, metric: [...new Set([...metrics, "reward.mean", "log_ratio.std"])], max_points: maxPoints, ...range }),
       ...runIds.map((r) => api(`/runs/${encodeURIComponent(r)}/alert-bands`)),
     ]);
     const labels = doc.runs.map((r) => r.name || r.run_id);
@@ -58,13 +59,7 @@ export async function comparePage(view, _arg, params) {
     })));
     metrics.forEach((m, k) => {
       const md = doc.metrics[m];
-      const series = doc.runs.map((r) => {
-        const step = [], value = [];
-        md.values[r.run_id].forEach((v, i) => { if (v !== null) { step.push(md.step[i]); value.push(v); } });
-        return { step, value };
-      });
-      setChartData(charts[k], series, { bands });
-      if (zoom) charts[k].u.setScale("x", { min: zoom.lo, max: zoom.hi });
+      setChartColumns(charts[k], md.step, doc.runs.map((r) => md.values[r.run_id]), { bands, range: zoom });
     });
     renderSummary(doc, labels);
     const ds = doc.downsampling;

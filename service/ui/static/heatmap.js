@@ -15,6 +15,8 @@ function colour(t) {
   const f = x - i;
   return STOPS[i].map((c, k) => Math.round(c + f * (STOPS[i + 1][k] - c)));
 }
+// The colour scale in 256 steps, looked up per cell.
+const LUT = Array.from({ length: 256 }, (_, i) => colour(i / 255));
 
 export function heatmap(container, { name = "heatmap", title, onZoom, onReset } = {}) {
   const canvas = el("canvas", { class: "heatmap-canvas" });
@@ -85,19 +87,32 @@ function draw(hm) {
   const span = r.hi - r.lo + 1;
   const xOf = (s) => PAD.left + ((s - r.lo) / span) * w;
   const bh = h / 42;
+  // The cells as pixels: one image column per device pixel of the plot, one row per bin, scaled up
+  // onto the plot in one drawImage (25,000 fillRects with their own fillStyle took ~180 ms).
+  const cols = Math.max(1, Math.round(w * dpr));
+  const img = new ImageData(cols, 42);
+  const px = img.data;
   for (let i = 0; i < d.start.length; i++) {
     const counts = d.counts[i];
-    const total = counts.reduce((a, b) => a + b, 0);
+    let total = 0;
+    for (let b = 0; b < 42; b++) total += counts[b];
     if (!total) continue;
-    const x0 = xOf(d.start[i]), x1 = Math.max(xOf(d.end[i] + 1), x0 + 1);
+    const c0 = Math.max(0, Math.floor(((d.start[i] - r.lo) / span) * cols));
+    const c1 = Math.min(cols, Math.max(c0 + 1, Math.floor(((d.end[i] + 1 - r.lo) / span) * cols)));
     for (let b = 0; b < 42; b++) {
       if (!counts[b]) continue;
       const t = 1 + Math.log10(counts[b] / total) / 5; // 1e-5 .. 1 of the bucket's tokens
-      const [R, G, B] = colour(t);
-      ctx.fillStyle = `rgb(${R},${G},${B})`;
-      ctx.fillRect(x0, PAD.top + h - (b + 1) * bh, x1 - x0, Math.ceil(bh));
+      const [R, G, B] = LUT[Math.round(Math.min(1, Math.max(0, t)) * 255)];
+      let o = ((41 - b) * cols + c0) * 4;
+      for (let x = c0; x < c1; x++, o += 4) { px[o] = R; px[o + 1] = G; px[o + 2] = B; px[o + 3] = 255; }
     }
   }
+  const cells = document.createElement("canvas");
+  cells.width = cols;
+  cells.height = 42;
+  cells.getContext("2d").putImageData(img, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(cells, PAD.left, PAD.top, w, h);
   for (const b of hm.bands) {
     const x0 = Math.max(PAD.left, xOf(b.from_step)), x1 = Math.min(PAD.left + w, Math.max(xOf((b.to_step ?? r.hi) + 1), x0 + 2));
     if (x1 <= x0) continue;

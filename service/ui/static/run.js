@@ -2,22 +2,22 @@
 // alert timeline; drag on any chart zooms every chart (re-fetched at full resolution), live
 // updates while the run is running. URL: #/run/<id>?from=&to=&add=metric,metric
 import { api } from "./api.js";
-import { lineChart, setChartData } from "./charts.js";
+import { lineChart, pointsForGrid, setChartData } from "./charts.js";
 import { age, el } from "./dom.js";
 import { FAMILIES } from "./families.js";
 import { heatmap, setHeatmapData } from "./heatmap.js";
 import { replaceState } from "./main.js";
 import { poll, POLL_MS } from "./poll.js";
 
-const MAX_POINTS = 1500;
+
+const ALL_FAMILY_METRICS = [...new Set(FAMILIES.flatMap((f) => f.metrics))];
+const METRIC_NAME = /^[a-z0-9_.]{1,200}$/;
 
 export async function runPage(view, runId, params) {
   if (!runId) { view.append(el("p", { class: "error" }, "No run id in the URL.")); return null; }
-  const [run, names] = await Promise.all([api(`/runs/${encodeURIComponent(runId)}`), api(`/runs/${encodeURIComponent(runId)}/metrics`)]);
-  const have = new Set(names.metrics.map((m) => m.name));
-  const describe = new Map(names.metrics.map((m) => [m.name, m.description]));
+  const path = `/runs/${encodeURIComponent(runId)}`;
   let zoom = params.get("from") !== null ? { lo: Number(params.get("from")), hi: Number(params.get("to")) } : null;
-  const added = (params.get("add") || "").split(",").filter((m) => m && have.has(m));
+  const asked = (params.get("add") || "").split(",").filter((m) => METRIC_NAME.test(m));
 
   const header = el("section", { class: "run-header" });
   const grid = el("section", { class: "grid" });
@@ -25,10 +25,33 @@ export async function runPage(view, runId, params) {
   const timeline = el("section", { class: "timeline" });
   const zoomInfo = el("span", { class: "muted", id: "zoom-info" });
   const reset = el("button", { type: "button", id: "zoom-reset", onclick: () => setZoom(null) }, "Whole run");
-  const picker = el("select", { id: "add-metric" }, el("option", { value: "" }, "add a chart for any metric..."),
-    ...names.metrics.map((m) => el("option", { value: m.name }, m.catalogue ? m.name : `${m.name} (custom)`)));
+  const picker = el("select", { id: "add-metric" }, el("option", { value: "" }, "add a chart for any metric..."));
   view.append(header, el("div", { class: "toolbar" }, zoomInfo, reset, picker), wide, grid,
     el("h2", {}, "Alert timeline"), timeline);
+
+  // A min and a max per pixel column of the plots (all charts are as wide), so no point is fetched,
+  // parsed and drawn that the eye cannot see; a one-step spike is kept by the min/max downsampling.
+  const maxPoints = pointsForGrid(grid);
+  view.dataset.maxPoints = String(maxPoints);
+  // A zoom into at most this many steps shows every step (beyond, min/max per pixel column).
+  const FULL_RESOLUTION = 2000;
+  const rangeOf = (z) => (z ? { from_step: z.lo, to_step: z.hi } : {});
+  const seriesParams = (metrics, z) => ({
+    metric: metrics, max_points: z && z.hi - z.lo < FULL_RESOLUTION ? FULL_RESOLUTION : maxPoints, ...rangeOf(z) });
+  // Everything the first view needs is asked for at once: the series of every chart this page can
+  // show (a metric the run lacks comes back empty) go out with the run and its metric names instead
+  // of after them. A failure here only means the first load asks again.
+  const first = Promise.all([
+    api(`${path}/series`, seriesParams([...new Set([...ALL_FAMILY_METRICS, ...asked])], zoom)),
+    api(`${path}/alert-bands`),
+    api(`${path}/histogram/steps`, { max_buckets: 600, ...rangeOf(zoom) }),
+  ]);
+  first.catch(() => {});
+  const [run, names] = await Promise.all([api(path), api(`${path}/metrics`)]);
+  const have = new Set(names.metrics.map((m) => m.name));
+  const describe = new Map(names.metrics.map((m) => [m.name, m.description]));
+  const added = asked.filter((m) => have.has(m));
+  picker.append(...names.metrics.map((m) => el("option", { value: m.name }, m.catalogue ? m.name : `${m.name} (custom)`)));
 
   const specs = FAMILIES.map((f) => ({ ...f, metrics: f.metrics.filter((m) => have.has(m)) })).filter((f) => f.metrics.length);
   for (const m of added) specs.push({ name: `metric:${m}`, title: m, metrics: [m], custom: true });
@@ -63,22 +86,25 @@ export async function runPage(view, runId, params) {
         el("td", { class: "num" }, b.to_step ?? "open"), el("td", {}, b.description))))));
   }
 
-  async function load() {
-    const range = zoom ? { from_step: zoom.lo, to_step: zoom.hi } : {};
+  let bandDoc = null;
+
+  // ``withBands``: the alert bands too (the first load and live updates; a zoom keeps them).
+  // ``prefetched``: the first load's answers, asked for above.
+  async function load(withBands = true, prefetched = null) {
     const metrics = [...new Set(specs.flatMap((s) => s.metrics))];
     const t0 = performance.now();
-    const [series, bandDoc, hmDoc] = await Promise.all([
-      metrics.length ? api(`/runs/${encodeURIComponent(runId)}/series`, { metric: metrics, max_points: MAX_POINTS, ...range }) : null,
-      api(`/runs/${encodeURIComponent(runId)}/alert-bands`),
-      hm ? api(`/runs/${encodeURIComponent(runId)}/histogram/steps`, { max_buckets: 600, ...range }) : null,
+    const [series, newBands, hmDoc] = prefetched || await Promise.all([
+      metrics.length ? api(`${path}/series`, seriesParams(metrics, zoom)) : null,
+      withBands || !bandDoc ? api(`${path}/alert-bands`) : bandDoc,
+      hm ? api(`${path}/histogram/steps`, { max_buckets: 600, ...rangeOf(zoom) }) : null,
     ]);
     const t1 = performance.now();
+    bandDoc = newBands;
     bands = bandDoc.bands;
     for (const { spec, chart } of charts) {
-      setChartData(chart, spec.metrics.map((m) => series.series[m]), { bands, lastStep: bandDoc.last_step });
+      setChartData(chart, spec.metrics.map((m) => series.series[m]), { bands, lastStep: bandDoc.last_step, range: zoom });
     }
     if (hm && hmDoc) setHeatmapData(hm, hmDoc, { bands, lo: zoom ? zoom.lo : hmDoc.from_step, hi: zoom ? zoom.hi : hmDoc.to_step });
-    if (zoom) for (const { chart } of charts) chart.u.setScale("x", { min: zoom.lo, max: zoom.hi });
     const ds = series && series.downsampling;
     zoomInfo.textContent = (zoom ? `steps ${zoom.lo} to ${zoom.hi}` : "whole run") +
       (ds && ds.bucket_steps ? ` (min/max per ${ds.bucket_steps} steps)` : " (every step)");
@@ -94,7 +120,7 @@ export async function runPage(view, runId, params) {
     if (zoom) { p.set("from", zoom.lo); p.set("to", zoom.hi); }
     if (added.length) p.set("add", added.join(","));
     replaceState("run", runId, p);
-    await load();
+    await load(false);
   }
 
   picker.addEventListener("change", () => {
@@ -107,7 +133,7 @@ export async function runPage(view, runId, params) {
   });
 
   renderHeader(run);
-  await load();
+  await load(true, await first.catch(() => null));
   view.dataset.ready = "1";
   return poll(async () => {
     const r = await api(`/runs/${encodeURIComponent(runId)}`);
