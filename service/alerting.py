@@ -1,5 +1,9 @@
 """Alerting on ingest: evaluate a stored batch with the (pure) rules and write alerts, transitions and
-outbox rows. Called by :mod:`.ingestion` (the use case) and :mod:`.silence_check` (the periodic check).
+the run's incident. Called by :mod:`.ingestion` (the use case) and :mod:`.silence_check` (the periodic check).
+
+Alerts that fire or resolve are grouped into the run's incident (:mod:`.incidents`, pure); webhooks
+hear of incidents, not of single alerts: the delivery worker renders and enqueues an incident's
+notification when its timers say so (:mod:`.outbox.incident_notices`), not this transaction.
 
 Runs inside the transaction that stored the steps, after the run row was locked (ingest into one run
 is serialised), so alerts commit or roll back with the steps. Per batch: one read of the rule
@@ -18,16 +22,22 @@ from typing import cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from .outbox.payloads import AlertEvent, render
-from .outbox.store import enqueue_rows, outbox_row
-from .outbox.webhooks import enabled_webhooks
-from .rules.evaluate import FIRING, PENDING, RESOLVED, RunRuleState, StepInput, Transition, evaluate_batch
-from .rules.model import Rule
+from .incidents import AlertChange, group
+from .rules.evaluate import (
+    FIRING,
+    PENDING,
+    RESOLVED,
+    RunRuleState,
+    StepInput,
+    Transition,
+    evaluate_batch,
+    new_id,
+)
 from .storage.alert_models import Alert, AlertTransition
-from .storage.models import Project, Run
+from .storage.incidents import latest_incident, save_grouped
+from .storage.models import Project
 from .storage.rule_defs import cached_rules
 from .storage.rule_state import load_state, save_state
-from .ui.links import run_page_url
 
 __all__ = ["Evaluation", "FiringAlert", "RunRef", "apply_transitions", "evaluate_run_steps", "firing_in", "project_name"]
 
@@ -91,12 +101,12 @@ def evaluate_run_steps(session: Session, run: RunRef, steps: Iterable[StepInput]
             opened["wall"] = now
     save_state(session, run.pk, state, exists, now)
     if transitions:
-        apply_transitions(session, run, project, {r.id: r for r in rules}, transitions, now=now)
+        apply_transitions(session, run, transitions, now=now)
     return Evaluation(transitions, firing_in(state))
 
 
 def _notifiable(t: Transition) -> bool:
-    """Webhooks hear about firing and about the end of a fired alert, not about pending."""
+    """Incidents hear about firing and about the end of a fired alert, not about pending."""
     return t.to_state == FIRING or (t.to_state == RESOLVED and t.from_state == FIRING)
 
 
@@ -112,27 +122,24 @@ def _transition_row(t: Transition, run_pk: int, at: float, values_doc: str | Non
 def apply_transitions(
     session: Session,
     run: RunRef,
-    project: str | None,
-    rules: dict[str, Rule],
     transitions: Sequence[Transition],
     *,
     now: float,
 ) -> None:
-    """Write alert rows, transition rows and (for notifiable transitions) outbox rows, in order.
+    """Write alert rows and transition rows, in order, and group what fired or resolved into the
+    run's incident.
 
     Only alerts that fire are stored: a pending alert lives in the run's rule state (the API lists it
     from there) and, when it fires, is written with its opening transition; one that clears while
     pending leaves nothing. A handful of statements per batch whatever the number of transitions:
-    new alerts in one insert, each changed alert updated once to its final state, transitions and
-    outbox rows in one insert each, in transition order.
+    new alerts in one insert, each changed alert updated once to its final state, transitions in one
+    insert, then (only when an alert fired or resolved) the run's latest incident read and written.
     """
     alerts = cast(Table, Alert.__table__)
     new_alerts: dict[str, dict] = {}
     changed: dict[str, dict] = {}
     rows: list[dict] = []
-    outbox: list[dict] = []
-    hooks: list | None = None
-    run_meta = None
+    changes: list[AlertChange] = []
     for t in transitions:
         if t.to_state == PENDING or (t.from_state == PENDING and t.to_state == RESOLVED):
             continue  # never fired: nothing stored
@@ -155,54 +162,22 @@ def apply_transitions(
             else:
                 target.update(state=RESOLVED, resolved_step=t.step, resolved_at=now, metric_values=values_doc)
         rows.append(_transition_row(t, run.pk, now, values_doc))
-        if not _notifiable(t):
-            continue
-        if hooks is None:
-            hooks = enabled_webhooks(session)
-        targets = [h for h in hooks if h.covers(project, run.run_id, t.severity)]
-        if not targets:
-            continue
-        if run_meta is None:
-            run_meta = session.execute(select(Run.name, Run.algorithm).where(Run.id == run.pk)).one()
-        if t.alert_id in new_alerts:
-            started = new_alerts[t.alert_id]["started_at"]
-        else:
-            started = session.scalar(select(alerts.c.started_at).where(alerts.c.id == t.alert_id)) or now
-        rule = rules.get(t.rule_id)
-        event = AlertEvent(
-            event_id=t.id,
-            type=f"alert.{t.to_state}",
-            alert_id=t.alert_id,
-            rule=t.rule_id,
-            severity=t.severity,
-            state=t.to_state,
-            previous_state=t.from_state,
-            run_id=run.run_id,
-            project=project,
-            step=t.step,
-            at=now,
-            started_at=started,
-            run_name=run_meta.name,
-            algorithm=run_meta.algorithm,
-            step_time=t.time,
-            values=t.values,
-            description=rule.description if rule else "",
-            run_url=run_page_url(run.run_id, step=t.step),
-        )
-        outbox += [outbox_row(webhook_id=h.id, event_id=t.id, order_key=run.run_id, body=render(h.format, event),
-                              now=now) for h in targets]
+        if _notifiable(t):
+            changes.append(AlertChange(t.alert_id, t.rule_id, t.severity, t.to_state == FIRING, t.step, now))
     conn = session.connection()
     if new_alerts:
         conn.execute(insert(alerts), list(new_alerts.values()))
     by_keys: dict[frozenset, list[dict]] = {}
     for upd in changed.values():
         by_keys.setdefault(frozenset(upd), []).append(upd)
-    for keys, group in by_keys.items():
+    for keys, group_rows in by_keys.items():
         stmt = update(alerts).where(alerts.c.id == bindparam("b_id")).values(
             {k: bindparam(k) for k in keys if k != "b_id"}
         )
-        conn.execute(stmt, group)
+        conn.execute(stmt, group_rows)
     if rows:
         conn.execute(insert(cast(Table, AlertTransition.__table__)), rows)
-    if outbox:
-        enqueue_rows(session, outbox)
+    if changes:
+        grouped = group(latest_incident(session, run.pk), changes, new_id=new_id)
+        save_grouped(session, run_pk=run.pk, touched=grouped.touched, new=grouped.new, joined=grouped.joined,
+                     now=now)

@@ -17,24 +17,31 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from .outbox.settings import AlertingSettings
 from .outbox.store import delivery_counts, pending_count
 from .outbox.worker import DeliveryWorker
+from .settings import AlertingSettings
 from .storage.alert_queries import firing_alerts
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["lifespan", "metric_families"]
+__all__ = ["alerting_settings", "lifespan", "metric_families"]
+
+
+def alerting_settings(app: FastAPI) -> AlertingSettings:
+    """The app's alerting settings: part of its ``Settings`` (``app.state.settings``), unless a caller
+    (a test) put its own in ``app.state.alerting_settings``."""
+    override: AlertingSettings | None = getattr(app.state, "alerting_settings", None)
+    return override if override is not None else app.state.settings.alerting
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the delivery worker (which also runs the silence check) for the app's database.
 
-    Settings come from ``app.state.alerting_settings`` when a caller set it, else the environment.
+    Settings: :func:`alerting_settings`.
     """
-    settings: AlertingSettings = getattr(app.state, "alerting_settings", None) or AlertingSettings()
+    settings = alerting_settings(app)
     app.state.rules_enabled = settings.rules
     worker = DeliveryWorker(app.state.db, settings) if settings.delivery_worker else None
     if worker is not None:

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sapo_monitor import __version__
 
 from . import alerting_runtime
-from .api import alerts, compare, health, ingest, rules, run_views, runs, webhooks
+from .api import alerts, compare, health, incidents, ingest, rules, run_views, runs, webhooks
 from .api.deps import AuthDep, DbDep, SettingsDep
 from .api.health import RETRY_AFTER_S
 from .auth import TokenCache
@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(SQLAlchemyError, _db_error)
 
-    for module in (ingest, runs, run_views, compare, rules, alerts, webhooks):
+    for module in (ingest, runs, run_views, compare, rules, alerts, incidents, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     install_ui(app)  # the web UI at / and offline /docs

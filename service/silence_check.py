@@ -81,7 +81,6 @@ def check_silent_runs(session: Session, *, now: float, limit: int = 500) -> list
                 lc.update(s=None, n=0, a=None)
         if made:
             save_state(session, run.id, state, exists, now)
-            apply_transitions(session, RunRef(run.id, run.run_id, run.project_id), project,
-                              {r.id: r for r in rules}, made, now=now)
+            apply_transitions(session, RunRef(run.id, run.run_id, run.project_id), made, now=now)
             out += made
     return out

@@ -7,13 +7,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from ..auth import Principal
 from ..errors import ErrorOut, NotFound
 from ..storage.alert_queries import AlertInfo, list_alerts, run_transitions
 from ..storage.runs import get_run
 from .deps import AuthDep, DbDep
 from .schemas import NAME_PATTERN, RUN_ID_PATTERN
 
-__all__ = ["router"]
+__all__ = ["AlertOut", "read_scope", "router"]
 
 router = APIRouter(tags=["alerts"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
@@ -57,6 +58,13 @@ def _out(a: AlertInfo) -> AlertOut:
     return AlertOut(**a.__dict__)
 
 
+def read_scope(principal: Principal, project: str | None) -> str | None:
+    """The project a read lists: the one asked for, checked against the token; a project-scoped token
+    lists its own project only (alerts and incidents alike)."""
+    principal.require("read", project)
+    return principal.project if principal.project is not None else project
+
+
 @router.get("/alerts", response_model=list[AlertOut], responses=_ERRORS, summary="List alerts")
 def list_alerts_route(
     db: DbDep,
@@ -68,9 +76,7 @@ def list_alerts_route(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[AlertOut]:
     """Newest first. A project-scoped token sees only its project's alerts."""
-    principal.require("read", project)
-    if principal.project is not None:
-        project = principal.project
+    project = read_scope(principal, project)
     with db.read() as session:
         alerts = list_alerts(session, state=state, project=project, run_id=run, limit=limit, offset=offset)
     return [_out(a) for a in alerts]

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..alerting_runtime import alerting_settings
 from ..errors import BadRequest, ErrorOut, Forbidden, NotFound
 from ..outbox.destinations import DestinationPolicy, RefusedDestination
-from ..outbox.settings import AlertingSettings
 from ..outbox.store import list_deliveries
 from ..outbox.testing import enqueue_test_event
 from ..outbox.webhooks import WebhookInfo, create_webhook, delete_webhook, get_webhook, list_webhooks
@@ -97,13 +97,14 @@ def _load(db, principal, webhook_id: int, role: str) -> WebhookInfo:  # type: ig
 
 @router.post("/webhooks", status_code=201, response_model=WebhookOut, responses=_ERRORS, summary="Add a webhook")
 def create_webhook_route(body: WebhookIn, db: DbDep, principal: AuthDep, request: Request) -> WebhookOut:
-    """Every firing transition, and the resolution of a fired alert, in scope and at or above
-    ``min_severity`` is POSTed to ``url`` (signed when a secret is set), retried with backoff.
+    """Every notification of an incident in scope whose severity reaches ``min_severity`` (opened,
+    escalated, resolved, reopened, repeated) is POSTed to ``url`` (signed when a secret is set),
+    retried with backoff.
 
     ``url`` must reach a public address: loopback, private, link-local and metadata destinations
     are refused (422) unless ``SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS`` allows them."""
     principal.require("admin", body.project)
-    alerting: AlertingSettings = getattr(request.app.state, "alerting_settings", None) or AlertingSettings()
+    alerting = alerting_settings(request.app)
     try:
         DestinationPolicy(alerting.webhook_allow_hosts).check_registration(body.url)
     except RefusedDestination as exc:

@@ -1,7 +1,8 @@
 """The delivery worker: claims due outbox rows, sends them signed, records every attempt.
 
 One background thread runs an asyncio loop (started and stopped by the service's lifespan; it also
-runs the periodic silence check). Each receiver (webhook) gets its own sender task, so a receiver
+runs the periodic silence check and, every round, turns due incidents into outbox rows:
+:mod:`.incident_notices`). Each receiver (webhook) gets its own sender task, so a receiver
 that hangs or drips bytes delays only itself: at most ``webhook_concurrency`` receivers are served at
 once, each in order, one attempt at a time, every attempt bounded by ``webhook_timeout_s``.
 
@@ -31,9 +32,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from ..incidents import NotifyPolicy
+from ..settings import AlertingSettings
 from .destinations import DestinationPolicy
+from .incident_notices import flush_incident_notifications
 from .sender import AttemptResult, new_client, send_once
-from .settings import AlertingSettings
 from .store import Claimed, claim_due, record_attempt, release, renew_lease
 
 if TYPE_CHECKING:
@@ -55,11 +58,16 @@ class DeliveryWorker:
     """Owns the background thread and its HTTP client; :meth:`deliver_due` runs one round in the caller."""
 
     def __init__(self, db: Database, settings: AlertingSettings, *, worker_id: str | None = None,
-                 db_timeout_s: float = 10.0) -> None:
+                 db_timeout_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        # The time stored rows are compared with (leases, backoff, incident timers); tests pass a fake
+        # one to step through group_wait and repeat_interval. The heartbeat is always the real time.
+        self.clock = clock
         self.settings = settings
         self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
         self.policy = DestinationPolicy(settings.webhook_allow_hosts)
+        self.notify_policy = NotifyPolicy(settings.incident_group_wait_s, settings.incident_group_interval_s,
+                                          settings.incident_repeat_interval_s)
         self.db_timeout_s = db_timeout_s
         self.last_success = 0.0  # time.time() of the last outbox read that worked (the heartbeat)
         self.restarts = 0
@@ -108,12 +116,12 @@ class DeliveryWorker:
 
     def _renew(self, item: Claimed) -> bool:
         with self.db.write() as session:
-            return renew_lease(session, outbox_id=item.id, worker_id=self.worker_id, now=time.time(),
+            return renew_lease(session, outbox_id=item.id, worker_id=self.worker_id, now=self.clock(),
                                lease_s=self.settings.webhook_lease_s)
 
     def _record(self, item: Claimed, result: AttemptResult) -> None:
         s = self.settings
-        now = time.time()
+        now = self.clock()
         next_at: float | None = None
         if result.error is None:
             outcome = "delivered"
@@ -133,9 +141,14 @@ class DeliveryWorker:
         with self.db.write() as session:
             release(session, ids=ids, worker_id=self.worker_id)
 
+    def _flush_incidents(self) -> int:
+        """Write the incident notifications that are due now into the outbox (one transaction)."""
+        with self.db.write() as session:
+            return flush_incident_notifications(session, now=self.clock(), policy=self.notify_policy)
+
     def _claim(self, limit: int, busy: set[int]) -> dict[int, list[Claimed]]:
         with self.db.write() as session:
-            claimed = claim_due(session, worker_id=self.worker_id, now=time.time(),
+            claimed = claim_due(session, worker_id=self.worker_id, now=self.clock(),
                                 lease_s=self.settings.webhook_lease_s, limit=limit, exclude_webhooks=busy)
         self.last_success = time.time()
         groups: dict[int, list[Claimed]] = {}
@@ -146,10 +159,12 @@ class DeliveryWorker:
     # --- one round, in the caller (tests, scripts) ---------------------------------------------
 
     def deliver_due(self, limit: int = 20) -> int:
-        """Claim what is due now and send it (receivers concurrently); the number of attempts made."""
+        """Flush due incident notifications, claim what is due now and send it (receivers concurrently);
+        the number of attempts made."""
         return asyncio.run(self._round(limit))
 
     async def _round(self, limit: int) -> int:
+        await self._db(self._flush_incidents)
         groups = await self._db(self._claim, limit, set())
         if not groups:
             return 0
@@ -161,7 +176,7 @@ class DeliveryWorker:
         from ..silence_check import check_silent_runs
 
         with self.db.write() as session:
-            return len(check_silent_runs(session, now=time.time()))
+            return len(check_silent_runs(session, now=self.clock()))
 
     # --- the background loop -------------------------------------------------------------------
 
@@ -184,6 +199,7 @@ class DeliveryWorker:
                         if time.monotonic() >= self._next_silence:
                             self._next_silence = time.monotonic() + s.silent_check_s
                             await self._db(self.check_silence)
+                        await self._db(self._flush_incidents)
                         free = s.webhook_concurrency - len(senders)
                         if free > 0:
                             groups = await self._db(self._claim, max(20, free), set(senders))

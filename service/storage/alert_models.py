@@ -12,6 +12,10 @@ own module: the step store does not need to know about alerts. Migration ``0002`
 * ``webhooks``; ``webhook_outbox``: one row per (transition, webhook), written in the ingest
   transaction, the rendered body fixed so every retry sends the same bytes; ``webhook_deliveries``:
   every attempt.
+* ``incidents``: one row per run episode (see :mod:`sapo_monitor.service.incidents`): state, severity,
+  the story (first precursor and confirmation as JSON, resolution), and what the last notification
+  told; ``next_due_at`` is when the delivery worker looks at it next. ``incident_alerts``: its
+  member alerts. Migration ``0003`` creates them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .models import Base
 
-__all__ = ["Alert", "AlertRule", "AlertTransition", "RuleState", "Webhook", "WebhookDelivery", "WebhookOutbox"]
+__all__ = [
+    "Alert",
+    "AlertRule",
+    "AlertTransition",
+    "Incident",
+    "IncidentAlert",
+    "RuleState",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookOutbox",
+]
 
 
 class AlertRule(Base):
@@ -142,3 +156,39 @@ class WebhookDelivery(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))  # delivered | retry | failed
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_run_pk_opened_step", "run_pk", "opened_step"),
+        Index("ix_incidents_state", "state"),
+        Index("ix_incidents_next_due_at", "next_due_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    severity: Mapped[str] = mapped_column(String(16))  # highest a member reached
+    opened_step: Mapped[int] = mapped_column(BigInteger)
+    opened_at: Mapped[float] = mapped_column(Float)
+    resolved_step: Mapped[int | None] = mapped_column(BigInteger)
+    resolved_at: Mapped[float | None] = mapped_column(Float)
+    reopened: Mapped[int] = mapped_column(Integer, default=0)
+    story: Mapped[str] = mapped_column(Text)  # JSON: {"precursor": point | null, "confirmation": point | null}
+    firing_alerts: Mapped[str] = mapped_column(Text)  # JSON list: member alert ids firing now
+    changed_at: Mapped[float | None] = mapped_column(Float)  # first change not notified yet
+    next_due_at: Mapped[float | None] = mapped_column(Float)  # when the delivery worker looks at it
+    notified_state: Mapped[str | None] = mapped_column(String(16))
+    notified_severity: Mapped[str | None] = mapped_column(String(16))
+    last_notified_at: Mapped[float | None] = mapped_column(Float)
+    notifications: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class IncidentAlert(Base):
+    __tablename__ = "incident_alerts"
+
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True,
+                                          index=True)

@@ -1,4 +1,8 @@
-"""Reading alerts back: lists for the API, firing alerts for /metrics, first alert steps for compare."""
+"""Reading alerts back: lists for the API, firing alerts for /metrics, first alert steps for compare.
+
+:func:`in_scope` is the one filter by project name and run id for everything listed per run (pending
+and stored alerts here, incidents in :mod:`.incidents`); the API passes its filters straight through.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,10 @@ __all__ = [
     "AlertInfo",
     "FiringAlert",
     "TransitionInfo",
+    "alert_info",
     "firing_alerts",
     "first_alert_steps",
+    "in_scope",
     "list_alerts",
     "pending_alerts",
     "run_transitions",
@@ -64,6 +70,23 @@ class FiringAlert:
     severity: str
 
 
+def in_scope(query: Any, *, project: str | None, run_id: str | None) -> Any:
+    """``query`` (joined with ``Run`` and ``Project``) limited to a project name and a run id (None: any)."""
+    if project is not None:
+        query = query.where(Project.name == project)
+    if run_id is not None:
+        query = query.where(Run.run_id == run_id)
+    return query
+
+
+def alert_info(a: Alert, run_id: str, project: str) -> AlertInfo:
+    return AlertInfo(
+        id=a.id, run_id=run_id, project=project, rule=a.rule_id, severity=a.severity, state=a.state,
+        started_step=a.started_step, started_at=a.started_at, fired_step=a.fired_step, fired_at=a.fired_at,
+        resolved_step=a.resolved_step, resolved_at=a.resolved_at, values=json.loads(a.metric_values),
+    )
+
+
 def pending_alerts(session: Session, *, project: str | None = None, run_id: str | None = None) -> list[AlertInfo]:
     """Alerts pending now: they live in the runs' rule state until they fire (or clear)."""
     q = (
@@ -71,10 +94,7 @@ def pending_alerts(session: Session, *, project: str | None = None, run_id: str 
         .join(Run, Run.id == RuleState.run_pk)
         .join(Project, Project.id == Run.project_id)
     )
-    if project is not None:
-        q = q.where(Project.name == project)
-    if run_id is not None:
-        q = q.where(Run.run_id == run_id)
+    q = in_scope(q, project=project, run_id=run_id)
     out = []
     for doc, rid, pname in session.execute(q):
         for rule_id, lc in (orjson.loads(doc).get("rules") or {}).items():
@@ -118,29 +138,9 @@ def _stored_alerts(
     )
     if state is not None:
         q = q.where(Alert.state == state)
-    if project is not None:
-        q = q.where(Project.name == project)
-    if run_id is not None:
-        q = q.where(Run.run_id == run_id)
+    q = in_scope(q, project=project, run_id=run_id)
     q = q.order_by(Alert.started_at.desc(), Alert.started_step.desc(), Alert.id).limit(limit)
-    return [
-        AlertInfo(
-            id=a.id,
-            run_id=rid,
-            project=pname,
-            rule=a.rule_id,
-            severity=a.severity,
-            state=a.state,
-            started_step=a.started_step,
-            started_at=a.started_at,
-            fired_step=a.fired_step,
-            fired_at=a.fired_at,
-            resolved_step=a.resolved_step,
-            resolved_at=a.resolved_at,
-            values=json.loads(a.metric_values),
-        )
-        for a, rid, pname in session.execute(q)
-    ]
+    return [alert_info(a, rid, pname) for a, rid, pname in session.execute(q)]
 
 
 def run_transitions(session: Session, *, run_pk: int, limit: int = 1000) -> list[TransitionInfo]:

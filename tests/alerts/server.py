@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sapo_monitor.service.app import create_app
-from sapo_monitor.service.outbox.settings import AlertingSettings
-from sapo_monitor.service.settings import Settings
+from sapo_monitor.service.settings import AlertingSettings, Settings
 
 from tests.support.live import ServiceProcess, serve_in_thread
 
@@ -16,6 +15,7 @@ FAST = AlertingSettings(
     webhook_backoff_base_s=0.05, webhook_backoff_max_s=0.2, outbox_poll_s=0.02, webhook_timeout_s=2.0,
     webhook_lease_s=3.0, silent_check_s=0.2,
     webhook_allow_hosts="127.0.0.1",  # the receivers are on loopback
+    incident_group_wait_s=0.0, incident_group_interval_s=0.0,  # tell each incident change at the next round
 )
 # The subprocess equivalent (``service_process``): settings through the environment.
 FAST_ENV = {
@@ -25,6 +25,8 @@ FAST_ENV = {
     "SAPO_MONITOR_WEBHOOK_BACKOFF_MAX_S": "0.2",
     "SAPO_MONITOR_OUTBOX_POLL_S": "0.05",
     "SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+    "SAPO_MONITOR_INCIDENT_GROUP_WAIT_S": "0",
+    "SAPO_MONITOR_INCIDENT_GROUP_INTERVAL_S": "0",
 }
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from sapo_monitor.service.outbox.payloads import AlertEvent, render
+from sapo_monitor.service.outbox.payloads import IncidentEvent, MemberAlert, render
 from sapo_monitor.service.outbox.settings import AlertingSettings
 from sapo_monitor.service.outbox.store import enqueue, list_deliveries, pending_count
 from sapo_monitor.service.outbox.webhooks import create_webhook
@@ -27,11 +27,13 @@ BOUNDED = AlertingSettings(
 )
 
 
-def _event(run: str) -> AlertEvent:
+def _event(run: str) -> IncidentEvent:
     now = time.time()
-    return AlertEvent(event_id=uuid.uuid4().hex, type="alert.firing", alert_id=uuid.uuid4().hex, rule="nonfinite",
-                      severity="critical", state="firing", previous_state="pending", run_id=run, project="p",
-                      step=1, at=now, started_at=now)
+    alert = MemberAlert(id=uuid.uuid4().hex, rule="nonfinite", severity="critical", state="firing", started_step=1,
+                        fired_step=1, fired_at=now)
+    return IncidentEvent(event_id=uuid.uuid4().hex, type="incident.opened", at=now, incident_id=uuid.uuid4().hex,
+                         state="firing", severity="critical", run_id=run, project="p", opened_step=1, opened_at=now,
+                         story={"summary": "confirmed by nonfinite (critical) at step 1"}, alerts=[alert])
 
 
 def _hook_with_events(db, url: str, n: int, fmt: str = "json") -> int:  # type: ignore[no-untyped-def]

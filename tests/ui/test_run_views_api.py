@@ -65,7 +65,7 @@ def test_alert_bands_span_pending_to_resolved_with_the_rules_description(http: T
 def test_webhook_payloads_carry_the_run_page_url_when_the_public_url_is_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from sapo_monitor.service.outbox.payloads import AlertEvent, render
+    from sapo_monitor.service.outbox.payloads import IncidentEvent, MemberAlert, render
     from sapo_monitor.service.ui.links import run_page_url
 
     assert run_page_url("r1", step=7, public_url="") is None
@@ -74,10 +74,12 @@ def test_webhook_payloads_carry_the_run_page_url_when_the_public_url_is_set(monk
     monkeypatch.setenv("SAPO_MONITOR_PUBLIC_URL", "https://monitor.example.org/")
     url = run_page_url("run a/b", step=70)
     assert url == "https://monitor.example.org/#/run/run%20a%2Fb?from=20&to=120"
-    ev = AlertEvent(event_id="e", type="alert.firing", alert_id="a", rule="nonfinite", severity="critical",
-                    state="firing", previous_state="pending", run_id="run a/b", project="p", step=70, at=1.0,
-                    started_at=1.0, run_url=url)
-    assert json.loads(render("json", ev))["alert"]["run_url"] == url
+    alert = MemberAlert(id="a", rule="nonfinite", severity="critical", state="firing", started_step=70,
+                        fired_step=70, fired_at=1.0)
+    ev = IncidentEvent(event_id="e", type="incident.opened", at=1.0, incident_id="i", state="firing",
+                       severity="critical", run_id="run a/b", project="p", opened_step=70, opened_at=1.0,
+                       story={"summary": "confirmed by nonfinite (critical) at step 70"}, alerts=[alert], run_url=url)
+    assert json.loads(render("json", ev))["incident"]["run_url"] == url
     assert json.loads(render("alertmanager", ev))["alerts"][0]["generatorURL"] == url
     assert url in json.loads(render("slack", ev))["text"]
 
