@@ -15,10 +15,20 @@ Kinds of run (``Label.kind``):
 Hindsight rule (offline, on the run's whole recorded curve; ``hindsight_onset``): smooth the mean
 reward over 10-step windows (``start`` = steps 1-10). A run collapsed when its smoothed reward at the
 end is below ``best - max(0.05, half of the gain from start to best)`` (0.05 is about 4 standard errors
-of a 10-step mean here); the onset is the step after the centre of the last window that stood within
-10% of that fall from the best (where the decline began). Also collapsed: entropy ending below 20% of
-its start while the final reward is not above the start (the policy became deterministic without
-learning); onset at the centre of the first window below that.
+of a 10-step mean here), or when it reversed for a sustained stretch: 20 or more consecutive windows
+below ``running best - max(0.05, 25% of that best)``, the best counted from steps 6-15 on (learning reversed for 20+ steps, even if the run
+recovered later: at the time, "collapsing" was the truth; the stress preset's second rollout does this
+to most runs). The onset is the step after the centre of the last window that stood within 10% of that
+fall from the best (where the decline began). Also collapsed: entropy ending below 20% of its start
+while the final reward is not above the start (the policy became deterministic without learning);
+onset at the centre of the first window below that.
+
+Fault kinds that, measured on this corpus, do not make learning stop or reverse (``PRECURSOR_ONLY``:
+epochs=8 and epochs=16 without clipping, bf16 rollouts, training routing noise 1.5 all leave the
+reward curve intact on every seed) are scored by warnings, not critical alerts: a critical there would
+break the severity contract (critical = collapsing). The reward hack counts as a collapse: the reward
+climbs but the answers degenerate (mean response length falls to ~1 token, the task score with it);
+its hindsight verdict is that length collapse (``length_collapsed``).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALGOS", "FAULTS", "PRESETS", "Label", "RunPlan", "default_cache", "hindsight_onset", "plan_corpus",
+__all__ = ["ALGOS", "FAULTS", "PRECURSOR_ONLY", "PRESETS", "Label", "RunPlan", "default_cache", "hindsight_onset", "plan_corpus",
            "read_labels", "read_steps", "record_run", "relabel", "write_labels"]
 
 ALGOS = ("sapo", "grpo", "gspo", "pg")
@@ -46,6 +56,12 @@ FAULTS: dict[str, tuple[str, dict[str, Any]]] = {
     "epochs": ("epochs=8", {"max_grad_norm": None}),
     "rollout_bf16": ("rollout_bf16", {}),
     "nan_logprob": ("nan_logprob", {}),
+}
+# Fault kinds scored by a warning within the window (they do not collapse the run; see the docstring).
+PRECURSOR_ONLY: dict[str, str] = {
+    "epochs": "8 (and 16) epochs per rollout without clipping: reward keeps rising on 5/5 seeds",
+    "rollout_bf16": "bf16 rollouts: mismatch rises, learning goes on on 5/5 seeds",
+    "router_noise": "training routing noise 1.5: ratio spread rises, learning goes on on 5/5 seeds",
 }
 
 
@@ -104,6 +120,33 @@ def _smooth(xs: Sequence[float], k: int = 10) -> list[float]:
     return [sum(clean[i : i + k]) / k for i in range(len(clean) - k + 1)]
 
 
+def _sustained_reversal(r: Sequence[float], rel: float = 0.25, stretch: int = 20, start: int = 5) -> int | None:
+    """Onset of the first stretch of ``stretch`` windows below ``running best - max(0.05, rel * best)``; the
+    best counts from window ``start`` on (steps 6-15: RL's opening transient after the warm start is no best)."""
+    best, best_i, i = -math.inf, start, start
+    while i < len(r):
+        if r[i] > best:
+            best, best_i = r[i], i
+        bound = best - max(0.05, rel * best)
+        if r[i] >= bound:
+            i += 1
+            continue
+        j = i
+        while j < len(r) and r[j] < bound:
+            j += 1
+        if j - i >= stretch:
+            near = best - 0.1 * (best - min(r[i:j]))
+            return max(k for k in range(best_i, i) if r[k] >= near) + 6
+        i = j
+    return None
+
+
+def length_collapsed(lengths: Sequence[float], fraction: float = 0.5) -> bool:
+    """The mean response length over the last 10 steps below ``fraction`` of the first 10 steps'."""
+    r = _smooth(lengths)
+    return len(r) > 0 and r[-1] < fraction * r[0]
+
+
 def hindsight_onset(rewards: Sequence[float], entropies: Sequence[float]) -> int | None:
     """The hindsight rule of the module docstring: the collapse onset step (1-based), or None."""
     if len(rewards) < 20:
@@ -117,6 +160,9 @@ def hindsight_onset(rewards: Sequence[float], entropies: Sequence[float]) -> int
         near = best - 0.1 * fall
         last_near = max(i for i in range(len(r)) if r[i] >= near)
         return last_near + 6  # the centre of the window that last stood near the best, plus one
+    reversal = _sustained_reversal(r)
+    if reversal is not None:
+        return reversal
     e = _smooth(entropies)
     e0 = e[0]
     if e[-1] < 0.2 * e0 and end <= start + 0.05:
@@ -164,9 +210,12 @@ def relabel(lab: Label, steps: Sequence[dict[str, Any]]) -> Label:
     onset = hindsight_onset(rewards, series("entropy.mean"))
     r = _smooth(rewards) or [math.nan]
     kind, label_onset = lab.kind, lab.onset
+    collapsed = onset is not None
     if not lab.kind.startswith("fault:"):
         kind, label_onset = ("collapse", onset) if onset is not None else ("healthy", None)
-    return replace(lab, kind=kind, onset=label_onset, collapsed=onset is not None, hindsight_onset=onset,
+    elif lab.kind == "fault:reward_hack":
+        collapsed = length_collapsed(series("response_len.mean"))
+    return replace(lab, kind=kind, onset=label_onset, collapsed=collapsed, hindsight_onset=onset,
                    reward_first=r[0], reward_best=max(r), reward_last=r[-1])
 
 

@@ -25,7 +25,11 @@ __all__ = ["Outcome", "Pack", "load_baseline", "load_current", "replay", "score"
 
 BENCH = Path(__file__).resolve().parent
 WINDOW = 30  # a critical alert within this many steps of onset counts as a detection
-INCIDENT_GAP = 30  # warnings of one run less than this many steps apart count as one incident
+# Alerts of one run count as one incident while they overlap or follow within INCIDENT_GAP steps of the
+# last member's resolution (Alertmanager-style grouping per run). The service's incidents are built
+# elsewhere; this is the bench's model of them: notifications per incident = opened, escalated to
+# critical (when it opened as a warning), resolved.
+INCIDENT_GAP = 30
 
 
 @dataclass
@@ -125,15 +129,18 @@ class Outcome:
     onset: int | None
     alerts: list[Fired] = field(default_factory=list)
     collapsed: bool = False  # the hindsight rule sees a collapse (for a fault run: the fault broke it)
+    precursor_only: bool = False  # a fault kind that does not collapse runs: detected by a warning
 
     def criticals(self) -> list[Fired]:
         return [a for a in self.alerts if a.severity == "critical"]
 
     def detection_delay(self) -> int | None:
-        """Steps from onset to the first critical firing in [onset, onset + WINDOW] (0 if one was open)."""
+        """Steps from onset to the first critical firing in [onset, onset + WINDOW] (0 if one was open);
+        for a precursor-only kind, the first warning's."""
         assert self.onset is not None
         best: int | None = None
-        for a in self.criticals():
+        wanted = "warning" if self.precursor_only else "critical"
+        for a in (a for a in self.alerts if a.severity == wanted):
             if a.start <= self.onset + WINDOW and (a.end is None or a.end >= self.onset):
                 d = max(0, a.start - self.onset)
                 best = d if best is None else min(best, d)
@@ -155,12 +162,38 @@ class Outcome:
         return sum(a.start < self.onset - 10 for a in self.alerts)
 
     def notifications(self) -> int:
-        """Webhook notifications under per-transition delivery: one per firing, one per resolution."""
+        """Webhook notifications under per-alert delivery: one per firing, one per resolution."""
         return sum(1 + (a.end is not None) for a in self.alerts)
 
+    def incidents(self) -> list[list[Fired]]:
+        """The run's alerts grouped into incidents (see INCIDENT_GAP), in firing order."""
+        out: list[list[Fired]] = []
+        end: float = -1.0
+        for a in sorted(self.alerts, key=lambda a: a.start):
+            if out and a.start <= end + INCIDENT_GAP:
+                out[-1].append(a)
+            else:
+                out.append([a])
+                end = -1.0
+            end = max(end, float("inf") if a.end is None else a.end)
+        return out
+
+    def incident_notifications(self) -> int:
+        """Notifications per incident transition: opened, escalated to critical, resolved."""
+        n = 0
+        for inc in self.incidents():
+            n += 1 + (inc[0].severity == "warning" and any(a.severity == "critical" for a in inc))
+            n += all(a.end is not None for a in inc)
+        return n
+
     def warning_incidents(self) -> int:
-        starts = sorted(a.start for a in self.alerts if a.severity == "warning")
-        return sum(1 for i, s in enumerate(starts) if i == 0 or s - starts[i - 1] >= INCIDENT_GAP)
+        return sum(all(a.severity == "warning" for a in inc) for inc in self.incidents())
+
+    def criticals_near(self) -> bool:
+        """Any critical alert firing within [onset - 10, onset + WINDOW]."""
+        assert self.onset is not None
+        return any(a.start <= self.onset + WINDOW and (a.end is None or a.end >= self.onset - 10)
+                   for a in self.criticals())
 
 
 def _median(xs: list[float]) -> float | None:
@@ -194,7 +227,12 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
             "lead_vs_critical": _median([float(x) for x in crit_leads]),
             "alerts_before_onset": sum(o.before_onset() for o in runs),
             "notifications_per_run": statistics.mean(o.notifications() for o in runs) if runs else None,
+            "incident_notifications_per_run": statistics.mean(o.incident_notifications() for o in runs)
+            if runs else None,
             "max_notifications": max((o.notifications() for o in runs), default=None),
+            "precursor_only": bool(runs) and all(o.precursor_only for o in runs),
+            # a critical where the hindsight rule sees no collapse (for a precursor-only kind: a contract break)
+            "runs_with_critical": sum(bool(o.criticals()) and not o.collapsed for o in runs),
         }
     healthy = [o for o in outcomes if o.kind == "healthy"]
     steps = sum(o.steps for o in healthy)
@@ -205,5 +243,7 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
         "warnings_per_1k_steps": 1000 * sum(len(o.alerts) - len(o.criticals()) for o in healthy) / max(1, steps),
         "max_warning_incidents": max((o.warning_incidents() for o in healthy), default=0),
         "notifications_per_run": statistics.mean(o.notifications() for o in healthy) if healthy else None,
+        "incident_notifications_per_run": statistics.mean(o.incident_notifications() for o in healthy)
+        if healthy else None,
     }
     return table

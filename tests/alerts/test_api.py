@@ -106,7 +106,9 @@ def test_alerts_end_to_end_over_http(db_url: str) -> None:
 def test_rules_crud_and_validation(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with live_service(f"sqlite:///{tmp_path}/r.db") as base, httpx.Client(base_url=base, timeout=20) as c:
         rules = c.get("/api/v1/rules").json()
-        assert len(rules) == 14 and all(r["builtin"] for r in rules)
+        from sapo_monitor.service.rules import BUILTIN_RULES
+
+        assert [r["id"] for r in rules] == [r.id for r in BUILTIN_RULES] and all(r["builtin"] for r in rules)
         kinds = {k["name"] for k in c.get("/api/v1/rules/kinds").json()}
         assert {"threshold", "rate_of_change", "ewma_anomaly"} <= kinds
 
@@ -134,9 +136,9 @@ def test_rules_crud_and_validation(tmp_path) -> None:  # type: ignore[no-untyped
         err(c.post("/api/v1/rules", json=base_rule), 409, ["body", "id"])
         err(c.post("/api/v1/rules", json={**base_rule, "id": "gate_saturation"}), 409, ["body", "id"])
 
-        tuned = c.put("/api/v1/rules/gate_saturation", json={"params": {"value": 0.6}, "for_steps": 5})
+        tuned = c.put("/api/v1/rules/gate_saturation", json={"params": {"h": 6.0}, "for_steps": 5})
         assert tuned.status_code == 200, tuned.text
-        assert tuned.json()["params"]["value"] == 0.6 and tuned.json()["for_steps"] == 5 and tuned.json()["version"] == 2
+        assert tuned.json()["params"]["h"] == 6.0 and tuned.json()["for_steps"] == 5 and tuned.json()["version"] == 2
         err(c.put("/api/v1/rules/gate_saturation", json={"kind": "threshold", "project": "p"}), 422, ["body", "project"])
         err(c.delete("/api/v1/rules/gate_saturation"), 409, ["path", "rule_id"])
         assert c.put("/api/v1/rules/gate_saturation", json={"enabled": False}).json()["enabled"] is False

@@ -76,7 +76,28 @@ def _expected_fragments(rule) -> list[str]:  # type: ignore[no-untyped-def]
         return [f"> {_number(p['drop'])} * clamp_min", f", {_number(p['min_scale'])})"]
     if rule.kind == "silence":
         return [f"> {_number(p['after_s'])}"]
-    return []
+    if rule.kind == "nonfinite":
+        return ["sapo_nonfinite_tokens > 0", "sapo_loss != sapo_loss"]
+    if rule.kind == "shift":
+        # the CUSUM's decision interval at the noise floor (h x min_scale) on log(x + floor); zeros left out
+        g = f"({gauge(p['metric'])} > 0)" if p["skip_zero"] else gauge(p["metric"])
+        out = [f"ln({g} + {_number(p['floor'])})", f"> {_number(p['h'] * p['min_scale'])}"]
+        if p["min_value"] is not None:
+            out.append(f"and {gauge(p['metric'])} >= {_number(p['min_value'])}")
+        if p["direction"] == "down":
+            out[0] = f"- {out[0]}"
+        return out
+    if rule.kind == "sign_shift":
+        return [f"ln(sapo_sign_neg_ratio_std + {_number(p['floor'])})", f"> {_number(p['h'] * p['min_scale'])}",
+                f"sapo_sign_neg_ratio_std > {_number(p['min_std'])}"]
+    if rule.kind == "trend":
+        return [f"ln({gauge(p['metric'])} + {_number(p['floor'])})", f"[{p['window']}m:1m]",
+                f"* 60 * {p['window'] - 1} > {_number(p['rise'])}"]
+    if rule.kind == "reward_hack":
+        return [f"< {_number(p['length_fraction'])} * max_over_time(avg_over_time({gauge(p['length_metric'])}",
+                f"+ {_number(p['reward_gain'])}",
+                f"< {_number(p['entropy_fraction'])} * max_over_time(avg_over_time({gauge(p['entropy_metric'])}"]
+    raise AssertionError(f"no Prometheus check for kind {rule.kind!r}: add one here")  # new kinds cannot drift
 
 
 def test_rules_agree_with_builtin_pack_on_severity_duration_and_bounds() -> None:

@@ -14,6 +14,7 @@ EXPECTED_FIRING = [
     ("ratio_variance_spike", SURGE_AT + 1),  # for_steps 2
     ("gate_saturation", GATE_AT + 2),  # for_steps 3
     ("entropy_collapse", COLLAPSE_AT + 2),  # for_steps 3
+    ("reward_decline", COLLAPSE_AT + 5),  # the warning: EWMA 20% below its best after 1 step, for_steps 5
     ("reward_collapse", COLLAPSE_AT + 3 + 3),  # EWMA needs 3 steps to fall 40% below its best, for_steps 5
     ("nonfinite", NAN_AT),  # at once
 ]

@@ -13,12 +13,15 @@ rule on every ingested step and must stay cheap.
 
 from .base import Kind, QuietFn, StepFn, validate_params
 from .ewma import EWMA_ANOMALY
+from .hacking import REWARD_HACK
 from .level import RATE_OF_CHANGE, THRESHOLD
 from .median import MEDIAN_SPIKE
 from .nonfinite import NONFINITE
 from .outcome import BELOW_BASELINE, DROP_FROM_BEST
-from .ratios import SIGN_SPREAD, TAILS
+from .ratios import SIGN_SHIFT, SIGN_SPREAD, TAILS
+from .shift import SHIFT
 from .silence import SILENCE
+from .trend import TREND
 
 __all__ = ["CUSTOM_KINDS", "KINDS", "Kind", "QuietFn", "StepFn", "validate_params"]
 
@@ -32,9 +35,13 @@ KINDS: dict[str, Kind] = {
         NONFINITE,
         TAILS,
         SIGN_SPREAD,
+        SIGN_SHIFT,
+        SHIFT,
+        TREND,
+        REWARD_HACK,
         BELOW_BASELINE,
         DROP_FROM_BEST,
         SILENCE,
     )
 }
-CUSTOM_KINDS = ("threshold", "rate_of_change", "ewma_anomaly")
+CUSTOM_KINDS = ("threshold", "rate_of_change", "ewma_anomaly", "shift", "trend")

@@ -1,7 +1,8 @@
-"""Shape of the importance ratios: log-ratio tails and the advantage-sign spread."""
+"""Shape of the importance ratios: log-ratio tails, the advantage-sign spread, and its change from baseline."""
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -14,8 +15,9 @@ from .base import (
     isfinite,
 )
 from .level import _scan_threshold
+from .shift import shift_core, shift_params
 
-__all__ = ["SIGN_SPREAD", "TAILS"]
+__all__ = ["SIGN_SHIFT", "SIGN_SPREAD", "TAILS"]
 
 # --- log-ratio tails ----------------------------------------------------------------------------
 
@@ -103,4 +105,40 @@ SIGN_SPREAD = Kind(
     _compile_sign_spread,
     lambda p: ("sign.neg.ratio_std", "sign.pos.ratio_std"),
     scan=lambda p: _scan_sign_spread(p["factor"], p["min_std"]),
+)
+
+# --- negative side outgrowing the positive side, relative to the run's baseline -----------------
+
+
+def _compile_sign_shift(p: Mapping[str, Any]) -> StepFn:
+    floor, min_std = p["floor"], p["min_std"]
+    core = shift_core(up=True, skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], min_scale=p["min_scale"],
+                      alpha=p["alpha"])
+
+    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+        neg = m.get("sign.neg.ratio_std")
+        pos = m.get("sign.pos.ratio_std")
+        if neg is None or pos is None or not isfinite(neg) or not isfinite(pos) or neg + floor <= 0 or pos + floor <= 0:
+            return None
+        if neg == 0.0 and pos == 0.0:  # an on-policy step (a rollout's first): no spread to compare
+            return None
+        # log(neg / pos): how many times wider the negative side spreads, on the run's own scale
+        hit = core(st, math.log(neg + floor) - math.log(pos + floor))
+        if "mu" in st:
+            st["ref"] = math.exp(st["mu"])
+        return hit and neg >= min_std
+
+    return step
+
+
+SIGN_SHIFT = Kind(
+    "sign_shift",
+    "The negative-advantage tokens' ratio spread growing relative to the positive side's, against the run's own "
+    "baseline of log(neg std / pos std) (CUSUM, as `shift`).",
+    (
+        Param("min_std", "float", 0.02, "The negative side's ratio std must also reach this.", minimum=0.0),
+        *shift_params(floor=1e-4),
+    ),
+    _compile_sign_shift,
+    lambda p: ("sign.neg.ratio_std", "sign.pos.ratio_std"),
 )

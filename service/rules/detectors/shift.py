@@ -1,0 +1,137 @@
+"""Change from the run's own baseline: a one-sided CUSUM on a robust, log-aware scale.
+
+Each run learns its metric's level and spread in a warm-up window (after ``skip`` early steps): the
+median and the MAD of ``log(x + floor)``. After that every step is a z-score against that level and a
+one-sided CUSUM ``S = max(0, S + z - k)`` accumulates sustained deviations; the condition holds while
+``S > h``. So one rule serves runs whose levels differ by orders of magnitude (GSPO clips ~100x more
+tokens than GRPO): only the change counts, in units of the run's own noise.
+
+The level follows slow drift (an EWMA of deviations clipped to +-k sds, frozen while the rule fires),
+so a creeping rise cannot become the new normal while it lasts. ``S`` is capped at ``3 h``
+so a shift that ended clears within a bounded number of steps (hysteresis: ``S`` has to fall back
+below ``h`` by ``k`` per quiet step, then the rule's ``clear_steps``).
+
+``shift_core`` is shared with detectors of derived quantities (the negative / positive ratio spread).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..model import Param
+from .base import Kind, StepFn, isfinite, metric_param
+
+__all__ = ["SHIFT", "ShiftCore", "shift_core", "shift_params"]
+
+_MAD_TO_SD = 1.4826  # MAD of a normal sample times this is its standard deviation
+
+# (state, transformed value) -> (hit, z); the state keys it owns: n, w, mu, sd, S, z.
+ShiftCore = Callable[[dict, float], bool]
+
+
+def shift_core(
+    *, up: bool, skip: int, warmup: int, k: float, h: float, min_scale: float, alpha: float
+) -> ShiftCore:
+    """The CUSUM over an already transformed series (see the module docstring)."""
+    cap = 3.0 * h
+
+    def core(st: dict, y: float) -> bool:
+        n = st.get("n", 0)
+        if n < skip + warmup:
+            st["n"] = n + 1
+            if n >= skip:
+                w = st.setdefault("w", [])
+                w.append(y)
+                if len(w) == warmup:
+                    srt = sorted(w)
+                    mid = len(srt) // 2
+                    med = srt[mid] if len(srt) % 2 else 0.5 * (srt[mid - 1] + srt[mid])
+                    dev = sorted(abs(v - med) for v in srt)
+                    mad = dev[mid] if len(dev) % 2 else 0.5 * (dev[mid - 1] + dev[mid])
+                    st["mu"], st["sd"], st["S"] = med, max(min_scale, _MAD_TO_SD * mad), 0.0
+                    del st["w"]
+            return False
+        mu, sd = st["mu"], st["sd"]
+        d = y - mu
+        z = d / sd if up else -d / sd
+        s = st["S"] + z - k
+        s = 0.0 if s < 0.0 else cap if s > cap else s
+        st["S"], st["z"] = s, z
+        hit = s > h
+        if not hit and alpha > 0.0:
+            # The level follows drift by a step clipped to +-k sd (symmetric, so noise does not bias it; an
+            # anomaly moves it by at most alpha * k sd a step) and not at all while the rule fires.
+            lim = k * sd
+            st["mu"] = mu + alpha * (lim if d > lim else -lim if d < -lim else d)
+        return hit
+
+    return core
+
+
+def shift_params(*, warmup: int = 20, skip: int = 2, k: float = 1.0, h: float = 8.0, min_scale: float = 0.1,
+                 alpha: float = 0.02, floor: float = 1e-6) -> tuple[Param, ...]:
+    """The parameters every baseline-relative detector shares (defaults differ per rule)."""
+    return (
+        Param("skip", "int", skip, "Early steps ignored before the warm-up (the first updates are atypical).",
+              minimum=0, maximum=10000),
+        Param("warmup", "int", warmup, "Steps whose median and MAD are the run's baseline.", minimum=3,
+              maximum=10000),
+        Param("k", "float", k, "CUSUM allowance: deviations below k robust sds are noise.", minimum=0.0),
+        Param("h", "float", h, "CUSUM decision interval: fire once the summed excess passes h.", minimum=0.1),
+        Param("min_scale", "float", min_scale, "Floor of the robust sd on the log scale (0.1: 10%).",
+              minimum=1e-6),
+        Param("alpha", "float", alpha, "How fast the level follows drift away from the alarm side (0: frozen).",
+              minimum=0.0, maximum=1.0),
+        Param("floor", "float", floor, "Added before the log, so zeros are a level too (log(x + floor)).",
+              minimum=0.0),
+    )
+
+
+def _log(x: float, floor: float) -> float | None:
+    v = x + floor
+    return math.log(v) if v > 0.0 else None
+
+
+def _compile_shift(p: Mapping[str, Any]) -> StepFn:
+    metric, floor, use_log = p["metric"], p["floor"], p["log"]
+    up = p["direction"] == "up"
+    min_value, skip_zero = p["min_value"], p["skip_zero"]
+    core = shift_core(up=up, skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], min_scale=p["min_scale"],
+                      alpha=p["alpha"])
+
+    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+        x = m.get(metric)
+        if x is None or not isfinite(x) or (skip_zero and x == 0.0):
+            return None
+        y = _log(x, floor) if use_log else x
+        if y is None:
+            return None
+        hit = core(st, y)
+        if "mu" in st:
+            st["ref"] = (math.exp(st["mu"]) - floor) if use_log else st["mu"]
+        if hit and min_value is not None:
+            hit = x >= min_value if up else x <= min_value
+        return hit
+
+    return step
+
+
+SHIFT = Kind(
+    "shift",
+    "A sustained change of the metric from the run's own baseline (median and MAD of log(x + floor) over a "
+    "warm-up window; one-sided CUSUM of the robust z-scores above `h`).",
+    (
+        metric_param(),
+        Param("direction", "str", "up", "Which change counts: up or down.", choices=("up", "down")),
+        Param("log", "bool", True, "Work on log(x + floor) (ratios of levels), not on x."),
+        Param("skip_zero", "bool", False, "Steps where the metric is exactly 0 carry no information (e.g. "
+              "kl.k3 on a rollout's first, on-policy step): they change nothing."),
+        Param("min_value", "float", None, "Optional: the value must also be at least this (at most, for down) "
+              "for the condition to hold: a tenfold rise of something negligible is not worth a look."),
+        *shift_params(),
+    ),
+    _compile_shift,
+    lambda p: (p["metric"],),
+)
