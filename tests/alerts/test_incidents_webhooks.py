@@ -13,6 +13,7 @@ from sapo_monitor.service.outbox.webhooks import create_webhook
 from sapo_monitor.service.outbox.worker import DeliveryWorker
 from sapo_monitor.service.settings import AlertingSettings
 from sapo_monitor.service.storage.incidents import list_incidents
+from sapo_monitor.service.ui.links import run_page_url
 
 from tests.alerts.conftest import BOTH
 from tests.alerts.incident_driver import Clock, RunDriver
@@ -105,8 +106,10 @@ def _deliver_all(worker: DeliveryWorker, receivers: dict[str, Receiver], expecte
 
 
 @BOTH
-def test_escalation_waits_for_group_interval_and_scopes_and_formats(db) -> None:  # type: ignore[no-untyped-def]
-    """Three receivers: json (every run), alertmanager (critical only), slack (run "other" only)."""
+def test_escalation_waits_for_group_interval_and_scopes_and_formats(db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Three receivers: json (every run), alertmanager (critical only), slack (run "other" only); the
+    public URL is set, so every body links the run page around the confirmation (else the opening)."""
+    monkeypatch.setenv("SAPO_MONITOR_PUBLIC_URL", "https://monitor.example.org")
     clock = Clock()
     receivers = {fmt: Receiver(SECRET).start() for fmt in ("json", "alertmanager", "slack")}
     worker = DeliveryWorker(db, TIMERS, clock=clock)
@@ -137,11 +140,17 @@ def test_escalation_waits_for_group_interval_and_scopes_and_formats(db) -> None:
             for b in (e["body"] for e in receivers["json"].events)]
     assert told == [("a", "incident.opened", "warning"), ("a", "incident.escalated", "critical"),
                     ("other", "incident.opened", "warning")]
+    json_bodies = [e["body"]["incident"] for e in receivers["json"].events]
+    assert json_bodies[0]["run_url"] == run_page_url("a", step=json_bodies[0]["opened_step"])
+    assert json_bodies[1]["run_url"] == run_page_url("a", step=json_bodies[1]["story"]["confirmation"]["step"])
+    assert json_bodies[1]["run_url"].startswith("https://monitor.example.org/#/run/a?from=")
     am = receivers["alertmanager"].events[0]["body"]
     assert am["version"] == "4" and am["status"] == "firing" and am["groupLabels"] == {"run": "a"}
     assert [x["labels"]["alertname"] for x in am["alerts"]] == ["ratio_spread", "nan_loss"]
     assert all(x["endsAt"] == "0001-01-01T00:00:00Z" for x in am["alerts"])
     assert "confirmed by nan_loss (critical)" in am["commonAnnotations"]["summary"]
+    assert am["alerts"][0]["generatorURL"] == json_bodies[1]["run_url"]
     text = receivers["slack"].events[0]["body"]["text"]
     assert "[OPENED] warning incident on run other (project q)" in text and "gate_creep" in text
+    assert run_page_url("other", step=1) in text
     assert all(r.bad_signatures == 0 for r in receivers.values())
