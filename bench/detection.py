@@ -105,7 +105,7 @@ def print_tables(results: dict[str, dict[str, dict[str, Any]]]) -> None:
 
     names = list(results)
     first = results[names[0]]
-    console = Console(width=200)
+    console = Console(width=260)
     fail = Table(title="failing runs: baseline | current")
     cols = [("collapsed", "hindsight collapsed"), ("detected", "detected/runs"), ("warned", "any alert<=30"),
             ("runs_with_critical", "critical, not collapsed"), ("median_delay", "median delay"),
