@@ -26,6 +26,7 @@ from .models import (
     hist_column,
     rollup_column,
 )
+from .rollups import HIST_SATURATED
 from .series import BlockColumns, Pieces, fetch
 
 __all__ = ["HeatmapBuckets", "fetch_many", "histogram_buckets", "metric_names"]
@@ -74,7 +75,8 @@ def _width(lo: int, hi: int, max_buckets: int) -> int:
 
 def histogram_buckets(session: Session, *, run_pk: int, lo: int, hi: int, max_buckets: int) -> HeatmapBuckets:
     """The log-ratio histogram of ``[lo, hi]`` summed per bucket of ``width`` steps (aligned at
-    multiples of the width, at most ``max_buckets`` buckets); buckets without a histogram are left out."""
+    multiples of the width, at most ``max_buckets`` buckets); buckets without a histogram are left out.
+    Exact at any size: a block whose stored sum saturated (``HIST_SATURATED``) is summed from its steps."""
     width = _width(lo, hi, max_buckets)
     acc: dict[int, list[int]] = {}
     n: dict[int, int] = {}
@@ -99,6 +101,9 @@ def histogram_buckets(session: Session, *, run_pk: int, lo: int, hi: int, max_bu
             q = select(t.c.block, t.c.hist_steps, *(t.c[hist_column(i)] for i in range(LOG_RATIO_HIST_BINS))).where(
                 t.c.run_pk == run_pk, t.c.block >= first, t.c.block <= last, t.c.hist_steps > 0)
             for block, hist_steps, *counts in session.execute(q):
+                if max(counts) >= HIST_SATURATED:  # a bin's sum did not fit: this block from its steps
+                    raw_ranges.append((block * _B, block * _B + _B - 1))
+                    continue
                 add(block * _B, [int(c) for c in counts], int(hist_steps))
     s = Step.__table__
     for a, b in raw_ranges:

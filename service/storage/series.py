@@ -44,6 +44,7 @@ __all__ = [
     "may_have_nan",
     "mean",
     "points",
+    "prime_means",
     "raw_points",
     "uses_blocks",
 ]
@@ -326,13 +327,31 @@ def mean(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, nan_fr
         if not pts:
             return None
         return sum(pts) / len(pts) if all(v == v for v in pts) else math.nan
-    if not nan_free and may_have_nan(session, run_pk=run_pk, metrics=[metric], lo=lo, hi=hi) and any(
+    # The blocks holding [lo, hi] bound its values and say whether it may hold a NaN (one read of
+    # a few rollup rows); when that bound shows the sum cannot overflow, one pass over the steps
+    # gives min, max, count and sum together instead of two.
+    r = StepRollup.__table__
+    bmin, bmax, bnan = session.execute(
+        select(func.min(r.c[rollup_column(metric, "min")]), func.max(r.c[rollup_column(metric, "max")]),
+               func.count(r.c[rollup_column(metric, "nan_step")]))
+        .where(r.c.run_pk == run_pk, r.c.block >= lo // _B, r.c.block <= hi // _B)
+    ).one()
+    if not nan_free and bnan and any(
         v != v for _, v in raw_points(session, run_pk=run_pk, metric=metric, lo=lo, hi=hi)
     ):
         return math.nan
     t = Step.__table__
     col = t.c[CATALOGUE_COLUMNS[metric]]
     where = (t.c.run_pk == run_pk, t.c.step >= lo, t.c.step <= hi)
+    if bmin is not None and _no_shift(max(abs(bmin), abs(bmax)), hi - lo + 1):
+        hit = session.info.get(_MEANS, {}).get((run_pk, metric, lo, hi))
+        vmin, vmax, n, total = hit if hit is not None else session.execute(
+            select(func.min(col), func.max(col), func.count(col), func.sum(col)).where(*where)).one()
+        if not n:
+            return None
+        if vmax == math.inf or vmin == -math.inf:
+            return math.nan if vmax == math.inf and vmin == -math.inf else (math.inf if vmax == math.inf else -math.inf)
+        return float(total) / n
     vmin, vmax, n = session.execute(select(func.min(col), func.max(col), func.count(col)).where(*where)).one()
     if not n:
         return None
@@ -344,6 +363,47 @@ def mean(session: Session, *, run_pk: int, metric: str, lo: int, hi: int, nan_fr
     shift = max(0, (math.frexp(top)[1] if top else 0) + int(n).bit_length() - 1000)
     total = session.scalar(select(func.sum(col * math.ldexp(1.0, -shift))).where(*where))
     return math.ldexp(float(total) / n, shift)
+
+
+_MEANS = "sapo_monitor.series.means"  # session.info key: {(run_pk, metric, lo, hi): (min, max, count, sum)}
+_FIRST_LAST = "sapo_monitor.series.first_last"  # session.info key: {(run_pk, metric, lo, hi): first_last(...)}
+
+
+def prime_means(session: Session, *, run_pk: int, ranges: dict[str, tuple[int, int]]) -> None:
+    """Read what :func:`mean` needs for several catalogue metrics at once: one pass over the steps
+    of each distinct ``[lo, hi]`` of ``ranges`` (metric -> range) instead of one per metric. Kept in
+    ``session.info``, so later ``mean`` calls in this session for exactly these ranges read nothing;
+    any other call reads as usual. Metrics whose unscaled sum could overflow are left to ``mean``."""
+    by_range: dict[tuple[int, int], list[str]] = {}
+    for m, rng in ranges.items():
+        if m in CATALOGUE_COLUMNS:
+            by_range.setdefault(rng, []).append(m)
+    memo: dict[tuple[int, str, int, int], tuple[Any, ...]] = session.info.setdefault(_MEANS, {})
+    r = StepRollup.__table__
+    t = Step.__table__
+    for (lo, hi), names in by_range.items():
+        if len(names) < 2:
+            continue
+        bounds = session.execute(
+            select(*(agg(r.c[rollup_column(m, stat)]) for m in names for agg, stat in ((func.min, "min"), (func.max, "max"))))
+            .where(r.c.run_pk == run_pk, r.c.block >= lo // _B, r.c.block <= hi // _B)
+        ).one()
+        safe = [m for i, m in enumerate(names) if bounds[2 * i] is not None
+                and _no_shift(max(abs(bounds[2 * i]), abs(bounds[2 * i + 1])), hi - lo + 1)]
+        if not safe:
+            continue
+        cols = [t.c[CATALOGUE_COLUMNS[m]] for m in safe]
+        row = session.execute(
+            select(*(agg(c) for c in cols for agg in (func.min, func.max, func.count, func.sum)))
+            .where(t.c.run_pk == run_pk, t.c.step >= lo, t.c.step <= hi)
+        ).one()
+        for i, m in enumerate(safe):
+            memo[(run_pk, m, lo, hi)] = tuple(row[4 * i:4 * i + 4])
+
+
+def _no_shift(top: float, n: int) -> bool:
+    """Whether ``n`` values of magnitude at most ``top`` sum without scaling (see :func:`mean`)."""
+    return top != math.inf and max(0, (math.frexp(top)[1] if top else 0) + int(n).bit_length() - 1000) == 0
 
 
 def _present(metric: str):  # type: ignore[no-untyped-def]
@@ -360,12 +420,14 @@ def _edge(session: Session, run_pk: int, metric: str, lo: int, hi: int, *, last:
     a partial block at the window's edge may hold it only outside the window: then the next block.
     """
     t = StepRollup.__table__
-    agg = func.max if last else func.min
     a, b = lo, hi
     while a <= b:
+        # ORDER BY ... LIMIT 1 walks the (run_pk, block) index from the wanted end and stops at the
+        # first block holding the metric; min()/max() with this filter read every block of the range.
         block = session.scalar(
-            select(agg(t.c.block)).where(t.c.run_pk == run_pk, t.c.block >= a // _B, t.c.block <= b // _B,
-                                         _present(metric))
+            select(t.c.block).where(t.c.run_pk == run_pk, t.c.block >= a // _B, t.c.block <= b // _B,
+                                    _present(metric))
+            .order_by(t.c.block.desc() if last else t.c.block).limit(1)
         )
         if block is None:
             return None
@@ -382,12 +444,20 @@ def _edge(session: Session, run_pk: int, metric: str, lo: int, hi: int, *, last:
 
 def first_last(session: Session, *, run_pk: int, metric: str, lo: int, hi: int
                ) -> tuple[tuple[int, float], tuple[int, float]] | None:
-    """The first and last ``(step, value)`` of ``metric`` in ``[lo, hi]``, or None if it has none there."""
+    """The first and last ``(step, value)`` of ``metric`` in ``[lo, hi]``, or None if it has none there.
+
+    Kept in ``session.info`` for the session's later calls (``/compare`` asks twice per run and metric)."""
+    key = (run_pk, metric, lo, hi)
+    memo: dict[tuple[int, str, int, int], Any] = session.info.setdefault(_FIRST_LAST, {})
+    if key in memo:
+        return memo[key]  # type: ignore[no-any-return]
     head = _edge(session, run_pk, metric, lo, hi, last=False)
-    if head is None:
-        return None
-    tail = _edge(session, run_pk, metric, head[0], hi, last=True)
-    return head, tail if tail is not None else head
+    out = None
+    if head is not None:
+        tail = _edge(session, run_pk, metric, head[0], hi, last=True)
+        out = head, tail if tail is not None else head
+    memo[key] = out
+    return out
 
 
 def may_have_nan(session: Session, *, run_pk: int, metrics: Iterable[str], lo: int, hi: int) -> bool:

@@ -108,3 +108,19 @@ def test_fetch_many_reads_the_same_pieces_as_one_fetch_per_metric(http: TestClie
                     assert repr(many[m].raw) == repr(one.raw), (m, lo, hi)  # repr: NaN == NaN
     finally:
         db.dispose()
+
+
+@BOTH
+def test_histogram_over_steps_stays_exact_where_a_blocks_sum_saturated(http: TestClient) -> None:
+    # Bin 5 of steps 70 and 71 sums past 2**63-1 in block 1's rollup: that block is summed from its steps.
+    steps = batch(range(0, 2048))
+    for s in (70, 71):
+        steps[s]["histograms"]["log_ratio"][5] = 2**62 + s
+    for lo in range(0, 2048, 1024):
+        assert post_steps(http, "sat", steps[lo:lo + 1024]).status_code in (200, 202)
+    whole = http.get("/api/v1/runs/sat/histogram").json()
+    assert whole["counts"][5] == 2**63 + 141 + sum(s % 3 for s in range(2048) if s not in (70, 71))
+    doc = http.get("/api/v1/runs/sat/histogram/steps", params={"max_buckets": 4}).json()
+    assert doc["bucket_steps"] == 512 and sum(doc["steps"]) == 2048
+    assert [sum(c[i] for c in doc["counts"]) for i in range(42)] == whole["counts"]
+    assert doc["counts"][0][5] == 2**63 + 141 + sum(s % 3 for s in range(512) if s not in (70, 71))

@@ -25,6 +25,20 @@ export async function comparePage(view, _arg, params) {
     el("div", { class: "toolbar" }, info, el("button", { type: "button", id: "zoom-reset", onclick: () => setZoom(null) }, "Whole range")),
     grid, el("details", {}, el("summary", {}, "metrics"), picker));
 
+  const onZoom = (lo, hi) => setZoom({ lo, hi });
+  const onReset = () => setZoom(null);
+  let charts = null;
+  const maxPoints = pointsForGrid(grid); // a min and a max per pixel column of a chart
+  view.dataset.maxPoints = String(maxPoints);
+  const fetchAll = () => Promise.all([
+    api("/compare", { run: runIds, metric: [...new Set([...metrics, "reward.mean", "log_ratio.std"])], max_points: maxPoints,
+      ...(zoom ? { from_step: zoom.lo, to_step: zoom.hi } : {}) }),
+    ...runIds.map((r) => api(`/runs/${encodeURIComponent(r)}/alert-bands`)),
+  ]);
+  // The first view's data is asked for together with the metric names (only the picker needs those).
+  const first = fetchAll();
+  first.catch(() => {});
+
   const names = await api(`/runs/${encodeURIComponent(runIds[0])}/metrics`);
   for (const m of names.metrics) {
     picker.append(el("label", {}, el("input", { type: "checkbox", name: m.name, checked: metrics.includes(m.name) }), m.name));
@@ -36,18 +50,8 @@ export async function comparePage(view, _arg, params) {
     location.hash = hashFor("compare", null, p);
   });
 
-  const onZoom = (lo, hi) => setZoom({ lo, hi });
-  const onReset = () => setZoom(null);
-  let charts = null;
-  const maxPoints = pointsForGrid(grid); // a min and a max per pixel column of a chart
-  view.dataset.maxPoints = String(maxPoints);
-
-  async function load() {
-    const range = zoom ? { from_step: zoom.lo, to_step: zoom.hi } : {};
-    const [doc, ...bandDocs] = await Promise.all([
-      api("/compare", { run: runIds, metric: [...new Set([...metrics, "reward.mean", "log_ratio.std"])], max_points: maxPoints, ...range }),
-      ...runIds.map((r) => api(`/runs/${encodeURIComponent(r)}/alert-bands`)),
-    ]);
+  async function load(prefetched = null) {
+    const [doc, ...bandDocs] = prefetched ? await prefetched : await fetchAll();
     const labels = doc.runs.map((r) => r.name || r.run_id);
     if (!charts) {
       charts = metrics.map((m) => lineChart(grid, { name: `compare:${m}`, title: m, labels }, { onZoom, onReset, syncKey: "compare" }));
@@ -92,7 +96,7 @@ export async function comparePage(view, _arg, params) {
     await load();
   }
 
-  await load();
+  await load(first);
   view.dataset.ready = "1";
   return poll(async () => { if (!zoom) await load(); }, POLL_MS * 2);
 }
