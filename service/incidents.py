@@ -24,6 +24,9 @@ Notifications, after Alertmanager's route timers (settings ``incident_group_wait
   precursor and its confirmation a few steps later) go out as one message listing both;
 * a later change (escalated, resolved, reopened) is sent no sooner than ``group_interval`` after the
   previous notification; changes that cancel out meanwhile (resolved, then reopened) send nothing;
+* the resolution of an incident already told as firing is held until it can no longer reopen (the
+  run went more than :data:`REOPEN_STEPS` steps past it, or stopped running): a metric that flaps
+  around its bound is not told as resolved, reopened, resolved...;
 * a firing incident with nothing new is sent again (``repeated``) every ``repeat_interval``, only
   while its run still reports steps (a run that died collapsed does not page forever);
 * new warning members of a firing incident are listed in the next message but send none of their own.
@@ -31,7 +34,7 @@ Notifications, after Alertmanager's route timers (settings ``incident_group_wait
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +53,8 @@ __all__ = [
     "due_at",
     "group",
     "notification_kind",
+    "recheck_s",
+    "resolution_held",
     "simulate",
     "story",
     "story_summary",
@@ -229,6 +234,20 @@ def notification_kind(inc: Incident, *, now: float, policy: NotifyPolicy, run_ac
     return None
 
 
+def resolution_held(inc: Incident, *, run_step: int | None, run_running: bool,
+                    reopen_steps: int = REOPEN_STEPS) -> bool:
+    """True while a resolution must not be told yet: the incident was told as firing, and its run still
+    runs within ``reopen_steps`` steps of the resolution (an alert firing now would reopen it)."""
+    if inc.state != RESOLVED or inc.notified_state != FIRING or inc.resolved_step is None or not run_running:
+        return False
+    return run_step is None or run_step - inc.resolved_step <= reopen_steps
+
+
+def recheck_s(policy: NotifyPolicy) -> float:
+    """How soon a held resolution is looked at again (nothing else tells the worker the run moved on)."""
+    return max(policy.group_interval_s, 1.0)
+
+
 def after_notification(inc: Incident, kind: str | None, now: float) -> None:
     """Record a flush at ``now`` that sent ``kind`` (None: sent nothing, the changes are told)."""
     inc.changed_at = None
@@ -279,34 +298,52 @@ class Notification:
     incident: Incident  # a copy as it was told
 
 
-def simulate(changes: Sequence[AlertChange], *, policy: NotifyPolicy, step_times: Sequence[float] = (),
-             reopen_steps: int = REOPEN_STEPS, until: float | None = None) -> tuple[list[Incident], list[Notification]]:
-    """Group one run's alert changes and flush notifications as the delivery worker would, on the
-    changes' own clock (``at``): the incidents and every notification sent, in order.
+def simulate(changes: Sequence[AlertChange], *, policy: NotifyPolicy, step_times: Mapping[int, float] | None = None,
+             finished_at: float | None = None, reopen_steps: int = REOPEN_STEPS,
+             until: float | None = None) -> tuple[list[Incident], list[Notification]]:
+    """Group one run's alert changes and flush notifications as a punctual delivery worker would, on
+    the changes' own clock (``at``): the incidents and every notification sent, in order.
 
-    ``step_times``: when the run reported steps (the repeat needs a live run); ``until``: keep
-    flushing to this time (default: the last change plus ``group_wait`` and ``group_interval``).
+    ``step_times``: step -> when the run reported it (repeats need a live run; a held resolution
+    waits for the run to move on); ``finished_at``: when the run stopped running (None: it runs on);
+    ``until``: keep flushing to this time (default: the last change plus ``group_wait`` and
+    ``group_interval``).
     """
     counter = iter(range(1, 1 << 30))
     incidents: list[Incident] = []
     sent: list[Notification] = []
+    hold: dict[str, float] = {}  # the worker's next look when later than due_at (next_due_at)
     pending = sorted(changes, key=lambda c: c.at)
     end = until if until is not None else (
         (pending[-1].at if pending else 0.0) + policy.group_wait_s + policy.group_interval_s)
-    times = sorted(step_times)
+    steps = sorted((t, s) for s, t in (step_times or {}).items())
+
+    def step_at(t: float) -> int | None:
+        done = [s for ts, s in steps if ts <= t]
+        return max(done) if done else None
 
     def flush(now: float) -> None:
         for inc in incidents:
-            due = due_at(inc, policy)
-            while due is not None and due <= now:
-                active = inc.last_notified_at is None or any(inc.last_notified_at < t <= due for t in times)
-                kind = notification_kind(inc, now=due, policy=policy, run_active=active)
-                if kind is None and inc.changed_at is None:
-                    break  # a repeat of an idle run: nothing until it changes
-                after_notification(inc, kind, due)
-                if kind is not None:
-                    sent.append(Notification(due, kind, replace(inc, firing=list(inc.firing))))
+            while True:
                 due = due_at(inc, policy)
+                if due is None:
+                    break
+                t = max(due, hold.get(inc.id, due))
+                if t > now:
+                    break
+                running = finished_at is None or t < finished_at
+                if resolution_held(inc, run_step=step_at(t), run_running=running, reopen_steps=reopen_steps):
+                    hold[inc.id] = t + recheck_s(policy)
+                    continue
+                active = inc.last_notified_at is None or any(inc.last_notified_at < ts <= t for ts, _ in steps)
+                kind = notification_kind(inc, now=t, policy=policy, run_active=active)
+                if kind is None and inc.changed_at is None:  # a repeat for an idle run: look again later
+                    hold[inc.id] = t + policy.repeat_interval_s
+                    continue
+                after_notification(inc, kind, t)
+                hold.pop(inc.id, None)
+                if kind is not None:
+                    sent.append(Notification(t, kind, replace(inc, firing=list(inc.firing))))
 
     i = 0
     while i < len(pending):
@@ -319,22 +356,40 @@ def simulate(changes: Sequence[AlertChange], *, policy: NotifyPolicy, step_times
         latest = incidents[-1] if incidents else None
         result = group(latest, batch, new_id=lambda: f"i{next(counter)}", reopen_steps=reopen_steps)
         incidents += [inc for inc in result.touched if inc.id in result.new]
+        for inc in result.touched:  # ingest marks a changed incident due now
+            hold.pop(inc.id, None)
     flush(end)
     sent.sort(key=lambda n: n.at)
     return incidents, sent
 
 
 def count_notifications(alerts: Sequence[tuple[str, int, int | None]], *, step_s: float = 1.0,
-                        policy: NotifyPolicy | None = None) -> int:
+                        step_times: Mapping[int, float] | None = None, policy: NotifyPolicy | None = None) -> int:
     """Notifications one webhook gets for one run's fired alerts, ``(severity, fired step, resolved
-    step or None)``, when the run reports a step every ``step_s`` seconds (the bench's count)."""
+    step or None)``, when the run reports a step every ``step_s`` seconds, or at ``step_times`` (step ->
+    epoch seconds, e.g. the records' own times) where given, and finishes after its last step (the
+    bench's count)."""
+    policy = policy or NotifyPolicy()
+    last = max([s for _, f, r in alerts for s in (f, r) if s is not None], default=0)
+    if step_times:
+        last = max(last, max(step_times))
+
+    def when(step: int) -> float:
+        if step_times:
+            known = step_times.get(step)
+            if known is not None:
+                return known
+            return max((t for s, t in step_times.items() if s <= step), default=min(step_times.values()))
+        return step * step_s
+
     changes = []
     for k, (severity, fired, resolved) in enumerate(alerts):
-        changes.append(AlertChange(f"a{k}", f"r{k}", severity, True, fired, fired * step_s))
+        changes.append(AlertChange(f"a{k}", f"r{k}", severity, True, fired, when(fired)))
         if resolved is not None:
-            changes.append(AlertChange(f"a{k}", f"r{k}", severity, False, resolved, resolved * step_s))
-    changes.sort(key=lambda c: (c.at, not c.fired))
-    last = max((c.step for c in changes), default=0)
-    _, sent = simulate(changes, policy=policy or NotifyPolicy(),
-                       step_times=[s * step_s for s in range(last + 1)])
+            changes.append(AlertChange(f"a{k}", f"r{k}", severity, False, resolved, when(resolved)))
+    changes.sort(key=lambda c: (c.at, c.step, not c.fired))
+    times = dict(step_times) if step_times else {k: k * step_s for k in range(last + 1)}
+    finished = max(times.values()) if times else None
+    until = (finished or 0.0) + policy.group_wait_s + policy.group_interval_s + recheck_s(policy)
+    _, sent = simulate(changes, policy=policy, step_times=times, finished_at=finished, until=until)
     return len(sent)

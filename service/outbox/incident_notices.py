@@ -2,7 +2,8 @@
 
 Ingest groups alerts into incidents and marks a changed incident due (``next_due_at``); every worker
 round calls :func:`flush_incident_notifications`, which applies the timers (:func:`..incidents.due_at`:
-group_wait, group_interval, repeat_interval), decides what to send (:func:`..incidents.notification_kind`)
+group_wait, group_interval, repeat_interval; a told incident's resolution is held while it may
+still reopen), decides what to send (:func:`..incidents.notification_kind`)
 and writes one outbox row per covering webhook, rendered from the incident and its member alerts as
 they are now. Outbox rows are keyed by run, so a run's notifications are delivered in order.
 
@@ -22,6 +23,8 @@ from ..incidents import (
     after_notification,
     due_at,
     notification_kind,
+    recheck_s,
+    resolution_held,
     story,
 )
 from ..storage.alert_queries import AlertInfo
@@ -64,6 +67,9 @@ def flush_incident_notifications(session: Session, *, now: float, policy: Notify
         when = due_at(inc, policy)
         if when is None or when > now:  # nothing to tell, or not yet (group_wait, group_interval)
             save_flush(session, inc, next_due_at=when, now=now)
+            continue
+        if resolution_held(inc, run_step=d.run_last_step, run_running=d.run_running):
+            save_flush(session, inc, next_due_at=now + recheck_s(policy), now=now)  # it may still reopen
             continue
         active = inc.last_notified_at is None or d.run_last_seen_at > inc.last_notified_at
         kind = notification_kind(inc, now=now, policy=policy, run_active=active)

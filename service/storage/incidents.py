@@ -111,13 +111,16 @@ class DueIncident:
     algorithm: str | None
     project: str
     run_last_seen_at: float
+    run_last_step: int | None
+    run_running: bool
 
 
 def due_incidents(session: Session, *, now: float, limit: int = 100) -> list[DueIncident]:
     """Incidents due for a look at ``now``, locked (skipping ones another worker or ingest holds)."""
     q = (
         select(_I, Run.run_id.label("run_client_id"), Run.name.label("run_name"), Run.algorithm,
-               Run.last_seen_at, Project.name.label("project_name"))
+               Run.last_seen_at, Run.last_step.label("run_last_step"), Run.status.label("run_status"),
+               Project.name.label("project_name"))
         .join(Run, Run.id == _I.c.run_pk)
         .join(Project, Project.id == Run.project_id)
         .where(_I.c.next_due_at.is_not(None), _I.c.next_due_at <= now)
@@ -125,7 +128,8 @@ def due_incidents(session: Session, *, now: float, limit: int = 100) -> list[Due
         .limit(limit)
     )
     return [
-        DueIncident(_incident(r), r.run_pk, r.run_client_id, r.run_name, r.algorithm, r.project_name, r.last_seen_at)
+        DueIncident(_incident(r), r.run_pk, r.run_client_id, r.run_name, r.algorithm, r.project_name, r.last_seen_at,
+                    r.run_last_step, r.run_status == "running")
         for r in session.execute(_locked(session, q, skip_locked=True))
     ]
 

@@ -79,6 +79,11 @@ def test_a_resolution_of_an_alert_in_no_incident_is_ignored() -> None:
 P = NotifyPolicy(group_wait_s=10.0, group_interval_s=60.0, repeat_interval_s=300.0)
 
 
+def per_second(n: int) -> dict[int, float]:
+    """Steps 0..n-1, one per second."""
+    return {s: float(s) for s in range(n)}
+
+
 def test_group_wait_batches_a_precursor_and_its_confirmation_into_one_message() -> None:
     _, sent = simulate([fire("w", "warning", 1, at=0.0), fire("c", "critical", 4, at=5.0)], policy=P)
     assert [(n.at, n.kind) for n in sent] == [(10.0, "opened")]
@@ -95,9 +100,22 @@ def test_escalation_after_the_first_message_waits_for_group_interval() -> None:
 def test_changes_that_cancel_out_send_nothing_and_resolution_is_one_message() -> None:
     changes = [fire("a", "warning", 1, at=0.0), clear("a", "warning", 20, at=20.0), fire("b", "warning", 30, at=30.0),
                clear("b", "warning", 100, at=100.0)]
-    incidents, sent = simulate(changes, policy=P)
+    incidents, sent = simulate(changes, policy=P, step_times=per_second(300), until=300.0)
     assert len(incidents) == 1 and incidents[0].reopened == 1
-    assert [(n.at, n.kind) for n in sent] == [(10.0, "opened"), (100.0, "resolved")]
+    # the resolution at step 100 is told once it can no longer reopen (step 151), at the next look
+    assert [(n.at, n.kind) for n in sent] == [(10.0, "opened"), (160.0, "resolved")]
+
+
+def test_a_flapping_incident_is_told_opened_and_resolved_once() -> None:
+    changes = []
+    for k, start in enumerate((1, 31, 61, 91)):  # fires for 20 steps, quiet for 10, four times
+        changes += [fire(f"a{k}", "warning", start), clear(f"a{k}", "warning", start + 20)]
+    incidents, sent = simulate(changes, policy=P, step_times=per_second(400), until=400.0)
+    assert len(incidents) == 1 and incidents[0].reopened == 3
+    assert [n.kind for n in sent] == ["opened", "resolved"] and sent[1].at > 111 + REOPEN_STEPS
+    # a run that stops running tells its held resolution at once
+    _, stopped = simulate(changes, policy=P, step_times=per_second(121), finished_at=120.0, until=400.0)
+    assert [n.kind for n in stopped] == ["opened", "resolved"] and 120.0 <= stopped[1].at <= 120.0 + 60.0
 
 
 def test_an_incident_over_before_group_wait_is_one_resolved_message() -> None:
@@ -107,13 +125,13 @@ def test_an_incident_over_before_group_wait_is_one_resolved_message() -> None:
 
 def test_repeat_interval_limits_repeats_and_an_idle_run_is_not_repeated() -> None:
     changes = [fire("c", "critical", 1, at=0.0)]
-    _, live = simulate(changes, policy=P, step_times=[float(t) for t in range(1000)], until=1000.0)
+    _, live = simulate(changes, policy=P, step_times=per_second(1000), until=1000.0)
     assert [(n.at, n.kind) for n in live] == [(10.0, "opened"), (310.0, "repeated"), (610.0, "repeated"),
                                               (910.0, "repeated")]
     # a repeat needs a step since the previous message: a run that stopped at t=399 gets two, then none
-    _, stopped = simulate(changes, policy=P, step_times=[float(t) for t in range(400)], until=1000.0)
+    _, stopped = simulate(changes, policy=P, step_times=per_second(400), until=1000.0)
     assert [(n.at, n.kind) for n in stopped] == [(10.0, "opened"), (310.0, "repeated"), (610.0, "repeated")]
-    _, idle = simulate(changes, policy=P, step_times=[float(t) for t in range(5)], until=1000.0)
+    _, idle = simulate(changes, policy=P, step_times=per_second(5), until=1000.0)
     assert [n.kind for n in idle] == ["opened"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from sapo_monitor.service.incidents import REOPEN_STEPS
 from sapo_monitor.service.outbox.webhooks import create_webhook
 from sapo_monitor.service.outbox.worker import DeliveryWorker
 from sapo_monitor.service.settings import AlertingSettings
@@ -81,10 +82,15 @@ def test_group_wait_batches_and_repeat_interval_limits_repeats(db) -> None:  # t
 
         for rule in ("ratio_spread", "gate_creep", "reward_drop", "entropy_drop"):
             run.resolve(rule)
-        _deliver(worker, receiver, 3)  # group_interval passed long ago: sent at once
+        resolved_at_step = run.step
+        run.steps(REOPEN_STEPS)
+        _deliver(worker, receiver, 2)  # an alert firing now would reopen it: the resolution is held
+        run.steps(1)
+        clock.now += 60  # the next look (group_interval after the last one): it can no longer reopen
+        _deliver(worker, receiver, 3)
         done = receiver.events[2]["body"]
         assert done["type"] == "incident.resolved" and done["incident"]["state"] == "resolved"
-        assert done["incident"]["story"]["resolution"]["step"] == run.step
+        assert done["incident"]["story"]["resolution"]["step"] == resolved_at_step
         assert {a["state"] for a in done["incident"]["alerts"]} == {"resolved"}
         with db.read() as s:
             [stored] = list_incidents(s, run_id="collapse")
