@@ -67,12 +67,15 @@ typecheck: install-test
 	@ln -s ../../../service build/typecheck/sapo_monitor/service
 	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p sapo_monitor.client -p sapo_monitor.service
 
+# Most tests wait on servers, subprocesses and timers rather than on the CPU: up to 4 pytest-xdist
+# workers (one per core), each test file on one worker so its module fixtures are built once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 # pip and apt side by side (-j2): on a fresh machine they are most of the set-up time.
 test: check-machine
 	@$(MAKE) --no-print-directory -j2 install-test
 	$(VENV)/bin/ruff check .
 	$(MAKE) typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install-test
 	$(VENV)/bin/ruff check .
