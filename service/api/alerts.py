@@ -37,7 +37,7 @@ class AlertOut(BaseModel):
 
 
 class TransitionOut(BaseModel):
-    event_id: str = Field(description="Also the X-Sapo-Event-Id of the webhook delivery.")
+    event_id: str = Field(description="Unique id of the transition (webhooks carry incident notification ids).")
     alert_id: str
     rule: str
     severity: str

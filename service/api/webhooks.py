@@ -1,4 +1,4 @@
-"""``/api/v1/webhooks``: subscriptions to alert transitions, their delivery records, test events.
+"""``/api/v1/webhooks``: subscriptions to incident notifications, their delivery records, test events.
 
 Management needs an admin token; a project token manages its project's webhooks only. Secrets are
 write-only: responses say ``has_secret`` and never return the secret.
@@ -32,7 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code i
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=2000, description="http(s) URL that receives a POST per transition.")
+    url: str = Field(max_length=2000, description="http(s) URL that receives a POST per incident notification.")
     format: Literal["json", "alertmanager", "slack"] = Field("json", description="Body format (README).")
     min_severity: Literal["warning", "critical"] = Field("warning", description="Lowest severity sent.")
     secret: str | None = Field(

@@ -1,7 +1,7 @@
 """The webhook outbox: rows written in the ingest transaction, claimed by delivery workers.
 
 Claiming (one short transaction): due rows whose lease is free and that are the oldest pending row
-of their (webhook, run), so a run's transitions go out in order, are locked with
+of their (webhook, run), so a run's notifications go out in order, are locked with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (replicas never claim the same row) and leased to the
 worker for ``lease_s`` seconds. The HTTP request runs outside any transaction; the outcome is then
 recorded only if the lease is still the worker's. A worker that dies mid-delivery leaves a lease

@@ -1,4 +1,4 @@
-"""Webhook subscriptions: create, list, get, delete, and which ones a transition goes to."""
+"""Webhook subscriptions: create, list, get, delete, and which ones an incident notification goes to."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def delete_webhook(session: Session, *, webhook_id: int) -> bool:
 
 @dataclass(frozen=True)
 class Target:
-    """An enabled webhook as the ingest path needs it (loaded once per batch with transitions)."""
+    """An enabled webhook as the delivery worker's incident flush needs it."""
 
     id: int
     format: str
@@ -120,8 +120,8 @@ class Target:
 
 
 def enabled_webhooks(session: Session) -> list[Target]:
-    """Enabled webhooks, at most ``_TARGETS.ttl_s`` old: ingest looks them up for every batch with a
-    notifiable transition."""
+    """Enabled webhooks, at most ``_TARGETS.ttl_s`` old: the delivery worker looks them up for every
+    flush that sends incident notifications."""
     return _TARGETS.get(session)
 
 

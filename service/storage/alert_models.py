@@ -9,8 +9,8 @@ own module: the step store does not need to know about alerts. Migration ``0002`
   lifecycle state as one JSON document (read once and written once per ingested batch).
 * ``alerts``: one row per alert (an episode of a rule on a run); ``alert_transitions``: each change of
   state with the step and the metric values that caused it (ordered by ``id``).
-* ``webhooks``; ``webhook_outbox``: one row per (transition, webhook), written in the ingest
-  transaction, the rendered body fixed so every retry sends the same bytes; ``webhook_deliveries``:
+* ``webhooks``; ``webhook_outbox``: one row per (incident notification or test event, webhook), written by the
+  delivery worker's flush, the rendered body fixed so every retry sends the same bytes; ``webhook_deliveries``:
   every attempt.
 * ``incidents``: one row per run episode (see :mod:`sapo_monitor.service.incidents`): state, severity,
   the story (first precursor and confirmation as JSON, resolution), and what the last notification
