@@ -12,9 +12,14 @@ the first warning's step relative to onset and to the critical, alerts more than
 notifications per run; on healthy runs, critical alerts, warnings per 1,000 steps and warning incidents.
 Targets (issue 12) are checked at the end.
 
+Fault kinds in ``PRECURSOR_ONLY`` (bench/detection_corpus.py: faults that do not make learning stop or
+reverse on this corpus) are detected by a warning within 30 steps; a critical alert on such a run that
+the hindsight rule does not see collapse is counted against the pack ("critical, not collapsed").
+
 Cost: the default corpus is 90 runs of 100 steps (60 unfaulted: 3 presets x 4 losses x 5 seeds; 30 with
-a fault); building it took 29 minutes with 2 jobs on a 2-core machine shared with other work (MoE runs
-cost about twice a dense one), scoring it ~20 s. Run ids do not include the step count: give a new
+a fault); building it took 29 minutes with 2 jobs on a 2-core machine shared with other work, 15 minutes
+with fault runs first and MoE runs (about twice a dense one's cost) first within each seed, so the two
+workers finish together; scoring it takes a few seconds. Run ids do not include the step count: give a new
 ``--cache`` when changing ``--steps``.
 """
 

@@ -85,3 +85,28 @@ def test_backtest_stored_runs_touches_nothing(db_url: str) -> None:
         assert receiver.raw == []
     finally:
         receiver.stop()
+
+
+def test_detection_bench_scores_incidents_and_precursor_only_kinds() -> None:
+    """bench/detection_replay.py's scoring: what its table's targets rest on."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        from detection_replay import Fired, Outcome
+    finally:
+        sys.path.pop(0)
+    alerts = [Fired("a", "warning", 40, 50), Fired("b", "warning", 45, 60), Fired("c", "critical", 55, None),
+              Fired("d", "warning", 95, 99)]
+    o = Outcome("collapse", 100, 50, alerts, collapsed=True)
+    assert [[a.rule for a in inc] for inc in o.incidents()] == [["a", "b", "c", "d"]]  # c never resolves: later alerts join
+    assert o.incident_notifications() == 2  # opened as a warning, escalated by c, never resolved (c stays open)
+    assert o.notifications() == 7  # per alert: 4 firings, 3 resolutions
+    assert o.detection_delay() == 5 and o.first_warning() == 40
+    apart = Outcome("healthy", 200, None, [Fired("a", "warning", 10, 20), Fired("b", "warning", 60, 70)])
+    assert apart.warning_incidents() == 2 and apart.incident_notifications() == 4
+    # A precursor-only kind is detected by a warning; its critical is not what counts.
+    pre = Outcome("fault:epochs", 100, 50, [Fired("x", "warning", 58, None), Fired("y", "critical", 52, None)],
+                  precursor_only=True)
+    assert pre.detection_delay() == 8
