@@ -233,3 +233,33 @@ def test_reward_hack_hysteresis() -> None:
     slow = _events(_rule("reward_hack", length_fraction=0.75, entropy_fraction=0.95, clear_steps=5), rows)
     assert quick[0][0] == "firing" and quick[-1][0] == "resolved" and quick[-1][1] > 100
     assert slow[-1][1] == quick[-1][1] + 4
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cusum_batch_fast_path_changes_nothing(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shift and sign_shift skip quiet batches in one pass: the same transitions and state either way,
+    including steps whose sum passed h but whose value is below min_value (a clear step, level frozen)."""
+    import importlib
+    import json
+
+    ev = importlib.import_module("sapo_monitor.service.rules.evaluate")
+    rng = random.Random(seed)
+    rows = []
+    for s in range(1, 400):
+        bump = 4.0 if 120 <= s < 160 or 300 <= s < 310 else 1.0
+        rows.append({"x": 0.0 if s % 4 == 1 else _noise(rng, 0.01 * bump, 0.3),
+                     "sign.pos.ratio_std": _noise(rng, 0.1), "sign.neg.ratio_std": _noise(rng, 0.1 * bump)})
+    rules = [_rule("shift", metric="x", skip_zero=True), _rule("shift", metric="x", min_value=0.03, clear_steps=3),
+             _rule("shift", metric="x", direction="down", log=False), _rule("sign_shift", min_std=0.3)]
+    rules = [Rule(**{**r.__dict__, "id": f"r{i}"}) for i, r in enumerate(rules)]
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(ev, "USE_BATCH_FAST_PATH", fast)
+        state = RunRuleState()
+        got = []
+        for i in range(0, len(rows), 23):
+            got += evaluate_batch(rules, state, "r", [StepInput(j + 1, None, rows[j]) for j in range(i, min(i + 23, len(rows)))])
+        results.append(([(t.rule_id, t.to_state, t.step, t.values) for t in got],
+                        json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "a"} for k, v in state.rules.items()},
+                                   sort_keys=True)))
+    assert results[0][0] and results[0] == results[1]

@@ -11,11 +11,12 @@ from ..model import Param
 from .base import (
     BatchScan,
     Kind,
+    QuietFn,
     StepFn,
     isfinite,
 )
 from .level import _scan_threshold
-from .shift import shift_core, shift_params
+from .shift import cusum_quiet, shift_core, shift_params
 
 __all__ = ["SIGN_SHIFT", "SIGN_SPREAD", "TAILS"]
 
@@ -131,6 +132,22 @@ def _compile_sign_shift(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def _quiet_sign_shift(p: Mapping[str, Any]) -> QuietFn:
+    floor, min_std, log = p["floor"], p["min_std"], math.log
+
+    def extract(m: Mapping[str, float]) -> float | None:
+        neg = m.get("sign.neg.ratio_std")
+        pos = m.get("sign.pos.ratio_std")
+        if neg is None or pos is None or not isfinite(neg) or not isfinite(pos) or neg + floor <= 0 or pos + floor <= 0:
+            return None
+        if neg == 0.0 and pos == 0.0:
+            return None
+        return log(neg + floor) - log(pos + floor)
+
+    return cusum_quiet(extract, lambda m: m["sign.neg.ratio_std"] >= min_std, math.exp, up=True, skip=p["skip"],
+                       warmup=p["warmup"], k=p["k"], h=p["h"], alpha=p["alpha"])
+
+
 SIGN_SHIFT = Kind(
     "sign_shift",
     "The negative-advantage tokens' ratio spread growing relative to the positive side's, against the run's own "
@@ -141,4 +158,5 @@ SIGN_SHIFT = Kind(
     ),
     _compile_sign_shift,
     lambda p: ("sign.neg.ratio_std", "sign.pos.ratio_std"),
+    quiet=_quiet_sign_shift,
 )

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..model import Param
-from .base import Kind, StepFn, isfinite, metric_param
+from .base import Kind, QuietFn, StepFn, isfinite, metric_param
 
-__all__ = ["SHIFT", "ShiftCore", "shift_core", "shift_params"]
+__all__ = ["SHIFT", "ShiftCore", "cusum_quiet", "shift_core", "shift_params"]
 
 _MAD_TO_SD = 1.4826  # MAD of a normal sample times this is its standard deviation
 
@@ -118,6 +118,66 @@ def _compile_shift(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
+def cusum_quiet(
+    extract: Callable[[Mapping[str, float]], float | None],
+    holds: Callable[[Mapping[str, float]], bool],
+    ref: Callable[[float], float],
+    *, up: bool, skip: int, warmup: int, k: float, h: float, alpha: float,
+) -> QuietFn:
+    """``shift_core``'s recursion over a whole batch on locals (see ``Kind.quiet``): True, with the state
+    advanced, when no step of the batch holds; False, state untouched, when one might (or in warm-up).
+    ``extract(m)``: the step's transformed value or None (the step changes nothing); ``holds(m)``: the
+    rule's extra condition on a step whose sum passed ``h``; ``ref(mu)``: the baseline to report."""
+    done, cap = skip + warmup, 3.0 * h
+
+    def quiet(st: dict, batch: list) -> bool:
+        if st.get("n", 0) < done:
+            return False
+        mu, sd, s, z = st["mu"], st["sd"], st["S"], st.get("z")
+        lim = k * sd
+        for m in batch:
+            y = extract(m)
+            if y is None:
+                continue
+            d = y - mu
+            z = d / sd if up else -d / sd
+            s = s + z - k
+            s = 0.0 if s < 0.0 else cap if s > cap else s
+            if s > h:
+                if holds(m):
+                    return False  # this step holds: the per-step pass takes over, from the stored state
+                continue  # the sum passed h but the extra condition fails: a clear step, level frozen
+            if alpha > 0.0:
+                mu += alpha * (lim if d > lim else -lim if d < -lim else d)
+        st["mu"], st["S"], st["ref"] = mu, s, ref(mu)
+        if z is not None:
+            st["z"] = z
+        return True
+
+    return quiet
+
+
+def _quiet_shift(p: Mapping[str, Any]) -> QuietFn:
+    metric, floor, use_log, up = p["metric"], p["floor"], p["log"], p["direction"] == "up"
+    min_value, skip_zero = p["min_value"], p["skip_zero"]
+    log = math.log
+
+    def extract(m: Mapping[str, float]) -> float | None:
+        x = m.get(metric)
+        if x is None or not isfinite(x) or (skip_zero and x == 0.0):
+            return None
+        if not use_log:
+            return x
+        v = x + floor
+        return log(v) if v > 0.0 else None
+
+    def holds(m: Mapping[str, float]) -> bool:
+        return min_value is None or (m[metric] >= min_value if up else m[metric] <= min_value)
+
+    return cusum_quiet(extract, holds, (lambda mu: math.exp(mu) - floor) if use_log else (lambda mu: mu), up=up,
+                       skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], alpha=p["alpha"])
+
+
 SHIFT = Kind(
     "shift",
     "A sustained change of the metric from the run's own baseline (median and MAD of log(x + floor) over a "
@@ -134,4 +194,5 @@ SHIFT = Kind(
     ),
     _compile_shift,
     lambda p: (p["metric"],),
+    quiet=_quiet_shift,
 )
