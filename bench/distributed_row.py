@@ -32,6 +32,7 @@ def _worker(rank: int, world: int, out: Path, *, steps: int, repeats: int, serve
 
     logging.getLogger("sapo_monitor").setLevel(logging.ERROR)
     times: dict[str, list[float]] = {"bare": [], "attached": []}
+    cpu: dict[str, list[float]] = {"bare": [], "attached": []}  # this process's CPU time, all its threads
     reduce_s, recv_bytes, send_s = [], [], []
     DistributedTrainer(make_config("default", steps=4, warm_start_steps=0, seed=1)).train()  # warm-up
     for i in range(repeats):
@@ -43,9 +44,12 @@ def _worker(rank: int, world: int, out: Path, *, steps: int, repeats: int, serve
                                     project="bench", server=server,
                                     settings=ClientSettings(spool_dir=out / f"spool{rank}", close_timeout=2.0))
             dist.barrier()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             trainer.train()
             times[variant].append((time.perf_counter() - started) / steps)
+            if mon is not None:
+                mon.flush(10.0)  # the reduction and delivery of these steps belong to them
+            cpu[variant].append((time.process_time() - cpu_started) / steps)
             if mon is not None:
                 mon.close()
                 reducer = mon._reducer
@@ -54,7 +58,14 @@ def _worker(rank: int, world: int, out: Path, *, steps: int, repeats: int, serve
                 recv_bytes.append(reducer.bytes_received / steps)
                 send_s.append(reducer.send_seconds / steps)
             dist.barrier()
-    return {"times": times, "reduce_s": reduce_s, "bytes": recv_bytes, "send_s": send_s}
+    return {"times": times, "cpu": cpu, "reduce_s": reduce_s, "bytes": recv_bytes, "send_s": send_s}
+
+
+def _cpu_ratios(*per_rank: dict[str, list[float]]) -> dict[str, float]:
+    """Median per-round attached / bare CPU-time ratio of each rank (steadier than wall time on a shared
+    machine: other jobs' load does not land on this process's CPU clock)."""
+    return {f"cpu_ratio{rank}": statistics.median(a / b for a, b in zip(c["attached"], c["bare"], strict=True))
+            for rank, c in enumerate(per_rank)}
 
 
 def distributed_row(server: str, workdir: Path, steps: int = 40, repeats: int = 4) -> dict[str, float]:
@@ -67,6 +78,7 @@ def distributed_row(server: str, workdir: Path, steps: int = 40, repeats: int = 
     return {
         "bare_s": statistics.median(bare), "attached_s": statistics.median(att),
         "ratio": statistics.median(ratios), "ratio_lo": ratios[0], "ratio_hi": ratios[-1],
+        **_cpu_ratios(r0["cpu"], r1["cpu"]),
         "reduce_ms": statistics.median(r0["reduce_s"]) * 1e3, "bytes": statistics.median(r0["bytes"]),
         "send_ms": statistics.median(r1["send_s"]) * 1e3,
     }
@@ -82,16 +94,18 @@ def _trl_rank(out: Path, server: str, steps: int, repeats: int) -> None:
     logging.getLogger("sapo_monitor").setLevel(logging.ERROR)
     _step_pair_times(steps=2, attach=True, server=server)  # warm-up: imports, allocator, caches
     times: dict[str, list[float]] = {"bare": [], "attached": []}
+    cpu: dict[str, list[float]] = {"bare": [], "attached": []}
     reductions: list[dict[str, float]] = []
     for i in range(repeats):
         for attach in (False, True) if i % 2 == 0 else (True, False):
             reduction: dict[str, float] = {}
-            wall, _, _ = _step_pair_times(steps=steps, attach=attach, server=server, reduction=reduction)
+            wall, cpu_pairs, spent = _step_pair_times(steps=steps, attach=attach, server=server, reduction=reduction)
             times["attached" if attach else "bare"].append(statistics.median(wall) / 2)
+            cpu["attached" if attach else "bare"].append(statistics.median(cpu_pairs) / 2)
             if reduction:
-                reductions.append(reduction)
+                reductions.append({**reduction, "monitor_s": spent / steps})
     rank = int(os.environ.get("RANK", "0"))
-    (out / f"trl-rank{rank}.json").write_text(json.dumps({"times": times, "reductions": reductions}))
+    (out / f"trl-rank{rank}.json").write_text(json.dumps({"times": times, "cpu": cpu, "reductions": reductions}))
 
 
 def trl_distributed_row(server: str, workdir: Path, steps: int = 10, repeats: int = 4) -> dict[str, float]:
@@ -113,9 +127,13 @@ def trl_distributed_row(server: str, workdir: Path, steps: int = 10, repeats: in
     return {
         "bare_s": statistics.median(bare), "attached_s": statistics.median(att),
         "ratio": statistics.median(ratios), "ratio_lo": ratios[0], "ratio_hi": ratios[-1],
+        **_cpu_ratios(r0["cpu"], r1["cpu"]),
         "reduce_ms": statistics.median(r["reduce_s"] for r in r0["reductions"]) * 1e3,
         "bytes": statistics.median(r["bytes"] for r in r0["reductions"]),
         "send_ms": statistics.median(r["send_s"] for r in r1["reductions"]) * 1e3,
+        # Wall time inside observe + end_step per step (rank 0's end_step waits for the merged record).
+        "monitor_ms": statistics.median(r["monitor_s"] for r in r0["reductions"]) * 1e3,
+        "peer_monitor_ms": statistics.median(r["monitor_s"] for r in r1["reductions"]) * 1e3,
     }
 
 
