@@ -180,6 +180,9 @@ def check_targets(name: str, table: dict[str, dict[str, Any]]) -> list[str]:
     lead = table["all failing"]["lead_vs_critical"]
     if lead is None or lead < 0:
         missed.append(f"median precursor lead vs critical {lead}")
+    early = table["all failing"]["warning_vs_onset"]
+    if early is None or early > 10:
+        missed.append(f"median first warning {early} steps after onset (> 10)")
     h = table["healthy"]
     if h["criticals"]:
         missed.append(f"{h['criticals']} critical alerts on {h['runs_with_critical']} healthy runs")

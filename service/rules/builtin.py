@@ -147,6 +147,14 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         metric="mismatch.kl_k3", window=20, rise=1.5, min_tau=0.5, floor=1e-8, min_value=0.0,
     ),
     _rule(
+        "mismatch_shift", "shift", "warning", 2,
+        """The training-inference mismatch (mismatch.kl_k3) jumped well above this run's own level, e.g. from
+        none at all: the rollout engine now samples from a different distribution than the trainer scores
+        (a precision change such as bf16 rollouts, a new engine version, different MoE routing). Check
+        precision settings and the engine; a steady rise afterwards is mismatch_trend's case.""",
+        metric="mismatch.kl_k3", floor=1e-8, h=20.0,
+    ),
+    _rule(
         "moe_route_flip", "shift", "warning", 3,
         """The share of (layer, token) pairs that chose different experts under the current policy than
         under the rollout policy rose above this run's own level: token ratios become noisy in ways the

@@ -263,3 +263,14 @@ def test_cusum_batch_fast_path_changes_nothing(seed: int, monkeypatch: pytest.Mo
                         json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "a"} for k, v in state.rules.items()},
                                    sort_keys=True)))
     assert results[0][0] and results[0] == results[1]
+
+
+def test_mismatch_rules_see_a_precision_change_at_once_and_ignore_a_routine_level() -> None:
+    """bf16 rollouts switched on at step 41: mismatch_shift within 2 steps; an off-policy preset's steady
+    mismatch (noisy, 0.05) raises neither mismatch rule."""
+    jump = _events(builtin_rule("mismatch_shift"), [{"mismatch.kl_k3": 0.0}] * 40 + [{"mismatch.kl_k3": 5e-6}] * 20)  # type: ignore[arg-type]
+    assert [s for state, s in jump if state == "firing"] == [42]
+    rng = random.Random(8)
+    routine = [{"mismatch.kl_k3": _noise(rng, 0.05, 0.4)} for _ in range(200)]
+    for rule_id in ("mismatch_shift", "mismatch_trend"):
+        assert _events(builtin_rule(rule_id), routine) == [], rule_id  # type: ignore[arg-type]

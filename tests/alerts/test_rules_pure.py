@@ -146,7 +146,7 @@ def test_builtin_pack_is_complete_and_documented() -> None:
     assert ids == [
         "nonfinite", "ratio_variance_spike", "ratio_tail_blowup", "gate_saturation",
         "negative_token_instability", "clip_burst", "entropy_collapse", "reward_collapse", "reward_decline",
-        "response_length_drop", "reward_hack", "grad_norm_spike", "kl_blowup", "mismatch_trend", "moe_route_flip",
+        "response_length_drop", "reward_hack", "grad_norm_spike", "kl_blowup", "mismatch_trend", "mismatch_shift", "moe_route_flip",
         "stalled", "silent_run",
     ]  # fmt: skip
     for r in BUILTIN_RULES:
