@@ -1,6 +1,7 @@
 """Collapse detection rules: definitions, the built-in pack, and pure evaluation.
 
-Storage-free on purpose: :mod:`.store` and :mod:`.hooks` connect this to the database.
+Storage-free on purpose: ``service/ingestion.py`` runs an ingest (store steps, evaluate rules, enqueue
+notifications) and ``service/storage`` (rule_defs, rule_state, alert_queries) holds their SQL.
 """
 
 from .builtin import BUILTIN_IDS, BUILTIN_RULES, builtin_rule

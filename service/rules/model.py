@@ -1,6 +1,6 @@
 """Rule definitions: what a rule is, its parameters, and validation.
 
-A rule is a *kind* (the detector it runs, see :mod:`.kinds`) plus tuned parameters, a severity,
+A rule is a *kind* (the detector it runs, see :mod:`.detectors`, one module per family) plus tuned parameters, a severity,
 ``for_steps`` (how many consecutive steps the condition must hold before the alert fires),
 ``clear_steps`` (how many consecutive clear steps before a firing alert resolves) and a
 scope (all runs, one project, or one run). Built-in rules and custom rules share this model.
