@@ -25,10 +25,12 @@ __all__ = ["Outcome", "Pack", "load_baseline", "load_current", "replay", "score"
 
 BENCH = Path(__file__).resolve().parent
 WINDOW = 30  # a critical alert within this many steps of onset counts as a detection
-# Alerts of one run count as one incident while they overlap or follow within INCIDENT_GAP steps of the
-# last member's resolution (Alertmanager-style grouping per run). The service's incidents are built
-# elsewhere; this is the bench's model of them: notifications per incident = opened, escalated to
-# critical (when it opened as a warning), resolved.
+# Incidents and their notifications are the service's own (sapo_monitor.service.incidents: grouping with
+# its reopen window, Alertmanager-style timers with the default policy), simulated with a step every
+# STEP_S seconds (a typical LLM RL step; the toy corpus runs ~0.2 s a step, which would fold a whole run
+# into one message). Without that module (an older checkout) the bench falls back to its own model:
+# alerts overlapping or within INCIDENT_GAP steps are one incident, told when opened, escalated, resolved.
+STEP_S = 10.0
 INCIDENT_GAP = 30
 
 
@@ -178,8 +180,30 @@ class Outcome:
             end = max(end, float("inf") if a.end is None else a.end)
         return out
 
+    def _service(self) -> tuple[int, int] | None:
+        """(warning-only incidents, notifications) under the service's incident model, or None."""
+        try:
+            from sapo_monitor.service import incidents as svc
+        except ImportError:
+            return None
+        changes = []
+        for k, a in enumerate(self.alerts):
+            changes.append(svc.AlertChange(f"a{k}", a.rule, a.severity, True, a.start, a.start * STEP_S))
+            if a.end is not None:
+                changes.append(svc.AlertChange(f"a{k}", a.rule, a.severity, False, a.end, a.end * STEP_S))
+        changes.sort(key=lambda c: (c.at, c.step, not c.fired))
+        policy = svc.NotifyPolicy()
+        times = {k: k * STEP_S for k in range(self.steps + 1)}
+        until = self.steps * STEP_S + policy.group_wait_s + policy.group_interval_s + svc.recheck_s(policy)
+        found, sent = svc.simulate(changes, policy=policy, step_times=times, finished_at=self.steps * STEP_S,
+                                   until=until)
+        return sum(inc.severity == "warning" for inc in found), len(sent)
+
     def incident_notifications(self) -> int:
-        """Notifications per incident transition: opened, escalated to critical, resolved."""
+        """Notifications per incident: the service's model (see STEP_S), else opened / escalated / resolved."""
+        service = self._service()
+        if service is not None:
+            return service[1]
         n = 0
         for inc in self.incidents():
             n += 1 + (inc[0].severity == "warning" and any(a.severity == "critical" for a in inc))
@@ -187,6 +211,9 @@ class Outcome:
         return n
 
     def warning_incidents(self) -> int:
+        service = self._service()
+        if service is not None:
+            return service[0]
         return sum(all(a.severity == "warning" for a in inc) for inc in self.incidents())
 
     def criticals_near(self) -> bool:

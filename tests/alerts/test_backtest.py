@@ -100,12 +100,16 @@ def test_detection_bench_scores_incidents_and_precursor_only_kinds() -> None:
     alerts = [Fired("a", "warning", 40, 50), Fired("b", "warning", 45, 60), Fired("c", "critical", 55, None),
               Fired("d", "warning", 95, 99)]
     o = Outcome("collapse", 100, 50, alerts, collapsed=True)
-    assert [[a.rule for a in inc] for inc in o.incidents()] == [["a", "b", "c", "d"]]  # c never resolves: later alerts join
-    assert o.incident_notifications() == 2  # opened as a warning, escalated by c, never resolved (c stays open)
+    assert [[a.rule for a in inc] for inc in o.incidents()] == [["a", "b", "c", "d"]]  # the fallback model
+    # the service's incidents: opened by a (b joins in the same message), escalated by c, never resolved
+    assert o.incident_notifications() == 2
     assert o.notifications() == 7  # per alert: 4 firings, 3 resolutions
     assert o.detection_delay() == 5 and o.first_warning() == 40
-    apart = Outcome("healthy", 200, None, [Fired("a", "warning", 10, 20), Fired("b", "warning", 60, 70)])
-    assert apart.warning_incidents() == 2 and apart.incident_notifications() == 4
+    # within the reopen window (50 steps) one incident; beyond it, two, each told opened and resolved
+    near = Outcome("healthy", 200, None, [Fired("a", "warning", 10, 20), Fired("b", "warning", 60, 70)])
+    apart = Outcome("healthy", 200, None, [Fired("a", "warning", 10, 20), Fired("b", "warning", 100, 110)])
+    assert near.warning_incidents() == 1 and apart.warning_incidents() == 2
+    assert apart.incident_notifications() == 4
     # A precursor-only kind is detected by a warning; its critical is not what counts.
     pre = Outcome("fault:epochs", 100, 50, [Fired("x", "warning", 58, None), Fired("y", "critical", 52, None)],
                   precursor_only=True)
