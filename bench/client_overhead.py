@@ -276,7 +276,8 @@ def main() -> None:
                 d = distributed_row(service.url, workdir, steps=args.steps // 2 or 1, repeats=max(2, args.repeats // 3))
                 print(f"  bare {d['bare_s'] * 1e3:.1f} ms/step, attached {d['attached_s'] * 1e3:.1f} ms/step,"
                       f"   ratio {d['ratio']:.3f} ({d['ratio_lo']:.3f}-{d['ratio_hi']:.3f})   (target <= 1.05)")
-                print(f"  CPU time attached / bare: rank 0 {d['cpu_ratio0']:.3f}, rank 1 {d['cpu_ratio1']:.3f}")
+                print(f"  CPU time attached / bare: rank 0 {d['cpu_ratio0']:.3f}, rank 1 {d['cpu_ratio1']:.3f};"
+                      f" inside monitor calls: rank 0 {d['monitor_ms']:.2f} ms/step, rank 1 {d['peer_monitor_ms']:.2f}")
                 print(f"  reduction: rank 0 merges in {d['reduce_ms']:.2f} ms/step off the training thread, receives "
                       f"{d['bytes'] / 1024:.1f} KiB/step; rank 1 encodes and sends in {d['send_ms']:.2f} ms/step")
 

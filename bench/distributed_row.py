@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import Any
 
 
+def _timed(fn: Any, spent: list[float]) -> Any:
+    def call(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    return call
+
+
 def _worker(rank: int, world: int, out: Path, *, steps: int, repeats: int, server: str) -> dict[str, Any]:
     import logging
 
@@ -33,7 +44,7 @@ def _worker(rank: int, world: int, out: Path, *, steps: int, repeats: int, serve
     logging.getLogger("sapo_monitor").setLevel(logging.ERROR)
     times: dict[str, list[float]] = {"bare": [], "attached": []}
     cpu: dict[str, list[float]] = {"bare": [], "attached": []}  # this process's CPU time, all its threads
-    reduce_s, recv_bytes, send_s = [], [], []
+    reduce_s, recv_bytes, send_s, in_monitor = [], [], [], []
     DistributedTrainer(make_config("default", steps=4, warm_start_steps=0, seed=1)).train()  # warm-up
     for i in range(repeats):
         for variant in ("bare", "attached") if i % 2 == 0 else ("attached", "bare"):
@@ -43,6 +54,8 @@ def _worker(rank: int, world: int, out: Path, *, steps: int, repeats: int, serve
                 mon = client.attach(trainer, run=f"dp-bench-{time.time_ns()}-{i}" if rank == 0 else "dp-bench",
                                     project="bench", server=server,
                                     settings=ClientSettings(spool_dir=out / f"spool{rank}", close_timeout=2.0))
+                spent = [0.0]
+                mon.observe, mon.end_step = _timed(mon.observe, spent), _timed(mon.end_step, spent)
             dist.barrier()
             started, cpu_started = time.perf_counter(), time.process_time()
             trainer.train()
@@ -57,8 +70,9 @@ def _worker(rank: int, world: int, out: Path, *, steps: int, repeats: int, serve
                 reduce_s.append(reducer.reduce_seconds / steps)
                 recv_bytes.append(reducer.bytes_received / steps)
                 send_s.append(reducer.send_seconds / steps)
+                in_monitor.append(spent[0] / steps)
             dist.barrier()
-    return {"times": times, "cpu": cpu, "reduce_s": reduce_s, "bytes": recv_bytes, "send_s": send_s}
+    return {"times": times, "cpu": cpu, "monitor_s": in_monitor, "reduce_s": reduce_s, "bytes": recv_bytes, "send_s": send_s}
 
 
 def _cpu_ratios(*per_rank: dict[str, list[float]]) -> dict[str, float]:
@@ -81,6 +95,8 @@ def distributed_row(server: str, workdir: Path, steps: int = 40, repeats: int = 
         **_cpu_ratios(r0["cpu"], r1["cpu"]),
         "reduce_ms": statistics.median(r0["reduce_s"]) * 1e3, "bytes": statistics.median(r0["bytes"]),
         "send_ms": statistics.median(r1["send_s"]) * 1e3,
+        # Wall time inside observe + end_step per step (the hook's direct cost; batched statistics included).
+        "monitor_ms": statistics.median(r0["monitor_s"]) * 1e3, "peer_monitor_ms": statistics.median(r1["monitor_s"]) * 1e3,
     }
 
 
