@@ -9,6 +9,7 @@ for about forty metrics at once. All read ``step_rollups`` (one row per block of
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,11 +86,10 @@ def histogram_buckets(session: Session, *, run_pk: int, lo: int, hi: int, max_bu
         b = step_or_block_start // width
         cur = acc.get(b)
         if cur is None:
-            acc[b] = list(counts)
+            acc[b] = [int(c) for c in counts]
             n[b] = steps
         else:
-            for i, c in enumerate(counts):
-                cur[i] += c
+            acc[b] = list(map(operator.add, cur, counts))  # C-level, not a Python step per bin
             n[b] += steps
 
     raw_ranges = [(lo, hi)]
@@ -104,7 +104,7 @@ def histogram_buckets(session: Session, *, run_pk: int, lo: int, hi: int, max_bu
                 if max(counts) >= HIST_SATURATED:  # a bin's sum did not fit: this block from its steps
                     raw_ranges.append((block * _B, block * _B + _B - 1))
                     continue
-                add(block * _B, [int(c) for c in counts], int(hist_steps))
+                add(block * _B, counts, int(hist_steps))
     s = Step.__table__
     for a, b in raw_ranges:
         if a > b:
@@ -154,11 +154,14 @@ def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int
         k = len(ROLLUP_STATS)
         rcols = [r.c[rollup_column(m, stat)] for m in cat for stat, _ in ROLLUP_STATS]
         q = select(r.c.block, *rcols).where(r.c.run_pk == run_pk, r.c.block >= first, r.c.block <= last)
-        rows = [tuple(row) for row in session.execute(q.order_by(r.c.block)).all()]
+        rows = session.execute(q.order_by(r.c.block)).all()  # one fetchall; Rows unpack like tuples
         columns = list(zip(*rows, strict=True)) if rows else [()] * (1 + k * len(cat))
         for i, m in enumerate(cat):  # column-wise: no per-block, per-metric object
             a = 1 + k * i
             c = (columns[0], *columns[a : a + k])
+            if None not in c[1]:  # every block holds a value of it (the usual case): no per-block test
+                bcols[m] = c  # type: ignore[assignment]
+                continue
             keep = [j for j, (v, nan) in enumerate(zip(c[1], c[5], strict=True))
                     if v is not None or nan is not None]  # blocks holding the metric (series._present)
             if len(keep) < len(rows):

@@ -174,7 +174,7 @@ class Pieces:
     @property
     def has_nan(self) -> bool:
         if self._blocks is None and self.cols is not None:
-            blocks_nan = any(x is not None for x in self.cols[5])
+            blocks_nan = self.cols[5].count(None) != len(self.cols[5])  # C-level
         else:
             blocks_nan = any(st[4] is not None for _, st in self.blocks)
         return blocks_nan or any(map(math.isnan, [v for _, v in self.raw]))
@@ -268,6 +268,17 @@ def points(pieces: Pieces, width: int | None) -> Points:
         if mn is None:  # only a NaN in this bucket
             steps.append(nan_s)
             values.append(math.nan)
+            continue
+        if nan_s is None:  # the usual bucket: min and max in step order (one point when at one step)
+            if mn_s < mx_s:
+                steps += (mn_s, mx_s)
+                values += (mn, mx)
+            elif mx_s < mn_s:
+                steps += (mx_s, mn_s)
+                values += (mx, mn)
+            else:
+                steps.append(mn_s)
+                values.append(mx)
             continue
         # The bucket's points in step order: min and max (one point when at one step), and the NaN.
         pts = [(mn_s, mn), (mx_s, mx)] if mn_s < mx_s else [(mx_s, mx), (mn_s, mn)] if mx_s < mn_s else [(mn_s, mx)]
