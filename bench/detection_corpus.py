@@ -24,8 +24,8 @@ while the final reward is not above the start (the policy became deterministic w
 onset at the centre of the first window below that.
 
 Fault kinds that, measured on this corpus, do not make learning stop or reverse (``PRECURSOR_ONLY``:
-epochs=8 and epochs=16 without clipping, bf16 rollouts, training routing noise 1.5 all leave the
-reward curve intact on every seed) are scored by warnings, not critical alerts: a critical there would
+epochs=8 without clipping, bf16 rollouts and training routing noise 1.5 leave the reward curve intact
+on every seed; epochs=16, tried as a stronger fault on 3 seeds (pg, sapo, grpo), did too) are scored by warnings, not critical alerts: a critical there would
 break the severity contract (critical = collapsing). The reward hack counts as a collapse: the reward
 climbs but the answers degenerate (mean response length falls to ~1 token, the task score with it);
 its hindsight verdict is that length collapse (``length_collapsed``).
@@ -59,7 +59,7 @@ FAULTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # Fault kinds scored by a warning within the window (they do not collapse the run; see the docstring).
 PRECURSOR_ONLY: dict[str, str] = {
-    "epochs": "8 (and 16) epochs per rollout without clipping: reward keeps rising on 5/5 seeds",
+    "epochs": "8 epochs per rollout without clipping: reward keeps rising on 5/5 seeds (16: 3/3 tried)",
     "rollout_bf16": "bf16 rollouts: mismatch rises, learning goes on on 5/5 seeds",
     "router_noise": "training routing noise 1.5: ratio spread rises, learning goes on on 5/5 seeds",
 }
