@@ -154,8 +154,8 @@ def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int
         k = len(ROLLUP_STATS)
         rcols = [r.c[rollup_column(m, stat)] for m in cat for stat, _ in ROLLUP_STATS]
         q = select(r.c.block, *rcols).where(r.c.run_pk == run_pk, r.c.block >= first, r.c.block <= last)
-        blocks = session.execute(q.order_by(r.c.block)).all()  # one fetchall; Rows unpack like tuples
-        columns = list(zip(*blocks, strict=True)) if blocks else [()] * (1 + k * len(cat))
+        block_rows = session.execute(q.order_by(r.c.block)).all()  # one fetchall; Rows unpack like tuples
+        columns = list(zip(*block_rows, strict=True)) if block_rows else [()] * (1 + k * len(cat))
         for i, m in enumerate(cat):  # column-wise: no per-block, per-metric object
             a = 1 + k * i
             c = (columns[0], *columns[a : a + k])
@@ -164,7 +164,7 @@ def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int
                 continue
             keep = [j for j, (v, nan) in enumerate(zip(c[1], c[5], strict=True))
                     if v is not None or nan is not None]  # blocks holding the metric (series._present)
-            if len(keep) < len(blocks):
+            if len(keep) < len(block_rows):
                 c = tuple([col[j] for j in keep] for col in c)
             bcols[m] = c  # type: ignore[assignment]
     for m in cat:
