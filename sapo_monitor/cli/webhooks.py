@@ -12,7 +12,7 @@ from sapo_monitor.cli._plain import plain
 __all__ = ["register"]
 
 app = typer.Typer(
-    help="Manage the webhooks that receive alert transitions (firing, resolved) and send test events.",
+    help="Manage the webhooks that receive incident notifications (opened, escalated, resolved, repeated; the member alerts listed) and send test events.",
     no_args_is_help=True,
 )
 
@@ -63,19 +63,19 @@ def list_command(server: str = _SERVER, token: str | None = _TOKEN) -> None:
 
 @app.command("add")
 def add_command(
-    url: str = typer.Argument(..., help="Where to POST alert transitions (http or https)."),
+    url: str = typer.Argument(..., help="Where to POST incident notifications (http or https)."),
     format: str = typer.Option("json", "--format", help="Body format: json, alertmanager or slack."),
     secret: str | None = typer.Option(
         None, "--secret", envvar="SAPO_MONITOR_WEBHOOK_SECRET", help="HMAC-SHA256 signing secret (write-only)."
     ),
-    project: str | None = typer.Option(None, "--project", help="Only alerts of runs in this project."),
-    run: str | None = typer.Option(None, "--run", help="Only alerts of this run id."),
+    project: str | None = typer.Option(None, "--project", help="Only incidents of runs in this project."),
+    run: str | None = typer.Option(None, "--run", help="Only incidents of this run id."),
     min_severity: str = typer.Option("warning", "--min-severity", help="Lowest severity sent: warning or critical."),
     description: str | None = typer.Option(None, "--description", help="A note for humans."),
     server: str = _SERVER,
     token: str | None = _TOKEN,
 ) -> None:
-    """Subscribe a URL to alert transitions."""
+    """Subscribe a URL to incident notifications (one per incident change, on the group_wait / group_interval / repeat_interval timers)."""
     doc = {"url": url, "format": format, "secret": secret, "project": project, "run_id": run,
            "min_severity": min_severity, "description": description}
     hook = _call(server, token, "POST", "/api/v1/webhooks", json={k: v for k, v in doc.items() if v is not None})
