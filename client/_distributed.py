@@ -196,8 +196,8 @@ class RankReducer:
     def _reduce(self, job: _Step) -> None:
         summaries = [job.summary]
         started = time.perf_counter()
-        # Every peer's time on this step starts now, not at job.arrived: waiting for a dead peer on an
-        # earlier step must not use it up (the steps queued meanwhile arrived before that wait).
+        # A peer's time on this step counts from rank 0's summary or, if later, from now: a wait on an
+        # earlier step (for a stalled peer) does not shorten it.
         deadline = max(job.arrived, time.monotonic()) + self.timeout
         waited = 0.0
         for peer in range(1, self.size):
