@@ -22,11 +22,13 @@ from .models import (
     CATALOGUE_COLUMNS,
     ROLLUP_BLOCK,
     ROLLUP_STATS,
+    Run,
     Step,
     StepRollup,
     hist_column,
     rollup_column,
 )
+from .read_cache import VersionedCache
 from .rollups import HIST_SATURATED
 from .series import BlockColumns, Pieces, fetch
 
@@ -122,9 +124,29 @@ def histogram_buckets(session: Session, *, run_pk: int, lo: int, hi: int, max_bu
     )
 
 
+# The last few runs' pieces, for views of a run that has not changed since (a finished run looked
+# at again, "Whole run" after a zoom, /compare of the same runs): ~10 MB each at most (41 metrics of
+# a 100,000-step run). Pieces and the points built from them are shared: read them, never change them.
+_PIECES: VersionedCache[dict[str, Pieces]] = VersionedCache(size=8)
+
+
 def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int, hi: int,
                blocks: bool) -> dict[str, Pieces]:
-    """``series.fetch`` for each of ``metrics`` (same pieces), catalogue metrics read together."""
+    """``series.fetch`` for each of ``metrics`` (same pieces), catalogue metrics read together.
+
+    Kept while the run's ``last_seen_at`` and step range (which every ingest into it changes) stay
+    those of the read: one small query checks them, from any replica."""
+    version = session.execute(
+        select(Run.last_seen_at, Run.first_step, Run.last_step).where(Run.id == run_pk)).first()
+    if version is None:  # no such run: nothing to keep
+        return _fetch_many(session, run_pk=run_pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks)
+    key = (str(session.get_bind().url), run_pk, tuple(metrics), lo, hi, blocks)
+    return _PIECES.get(key, tuple(version),
+                       lambda: _fetch_many(session, run_pk=run_pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks))
+
+
+def _fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int, hi: int,
+                blocks: bool) -> dict[str, Pieces]:
     cat = [m for m in dict.fromkeys(metrics) if m in CATALOGUE_COLUMNS]
     out = {m: fetch(session, run_pk=run_pk, metric=m, lo=lo, hi=hi, blocks=blocks)
            for m in dict.fromkeys(metrics) if m not in CATALOGUE_COLUMNS}

@@ -163,6 +163,7 @@ class Pieces:
         self._blocks = blocks
         self.raw = raw
         self.cols = cols
+        self.points: dict[int | None, Points] = {}  # points(self, width), kept (these pieces may be cached)
 
     @property
     def blocks(self) -> list[tuple[int, Stats]]:
@@ -254,7 +255,15 @@ def _buckets(pieces: Pieces, width: int) -> dict[int, Stats]:
 
 
 def points(pieces: Pieces, width: int | None) -> Points:
-    """The series: every raw point when ``width`` is None, else min/max (and first NaN) per bucket."""
+    """The series: every raw point when ``width`` is None, else min/max (and first NaN) per bucket.
+    Built once per ``pieces`` and width (the caller must not change the lists)."""
+    done = pieces.points.get(width)
+    if done is None:
+        done = pieces.points[width] = _points(pieces, width)
+    return done
+
+
+def _points(pieces: Pieces, width: int | None) -> Points:
     if width is None:
         assert not pieces.blocks, "raw series from rollup blocks"
         raw = pieces.raw
