@@ -12,10 +12,11 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 from sapo_monitor.client.wire import LOG_RATIO_HIST_BINS
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from .models import (
@@ -140,7 +141,7 @@ def fetch_many(session: Session, *, run_pk: int, metrics: Sequence[str], lo: int
         select(Run.last_seen_at, Run.first_step, Run.last_step).where(Run.id == run_pk)).first()
     if version is None:  # no such run: nothing to keep
         return _fetch_many(session, run_pk=run_pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks)
-    key = (str(session.get_bind().url), run_pk, tuple(metrics), lo, hi, blocks)
+    key = (str(cast(Engine, session.get_bind()).url), run_pk, tuple(metrics), lo, hi, blocks)  # Engine-bound
     return _PIECES.get(key, tuple(version),
                        lambda: _fetch_many(session, run_pk=run_pk, metrics=metrics, lo=lo, hi=hi, blocks=blocks))
 
