@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # The CPU wheel first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test demo test lint typecheck check-machine bench clean prometheus
+.PHONY: install install-test demo test lint typecheck check-machine bench clean prometheus verl-site
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,19 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 
 install: $(VENV)/.installed-demo
 
-install-test: $(VENV)/.installed-test prometheus
+install-test: $(VENV)/.installed-test prometheus $(VERL_SITE)/.installed
+
+# verl for tests/distributed/test_verl.py, without its dependencies (CUDA torch, Ray's extras, another
+# transformers) and outside .venv: only that test's rank processes put it on their path.
+VERL_SITE := build/verl-site
+$(VERL_SITE)/.installed: | $(VENV)/.installed-test
+	$(PIP) install -q --no-deps --target $(VERL_SITE) verl==0.9.1 tensordict==0.10.0 omegaconf==2.4.0 \
+	  antlr4-python3-runtime==4.9.3 ray==2.60.0 msgpack==1.2.4 protobuf==7.36.2 jsonschema==4.26.0 attrs==26.1.0 \
+	  referencing==0.37.0 rpds-py==2026.9.1 jsonschema-specifications==2025.9.1 pyvers==0.2.3 cloudpickle==3.1.3 \
+	  codetiming==1.4.0 peft==0.21.2
+	touch $@
+
+verl-site: $(VERL_SITE)/.installed
 
 # Debian's prometheus package gives `prometheus` and `promtool` for the integration and rule tests;
 # Debian's chromium is the browser of the UI tests (Playwright launches it by path, never downloads one).

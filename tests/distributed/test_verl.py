@@ -33,7 +33,8 @@ def verl_site() -> str:
     if importlib.util.find_spec("verl") is not None:
         return ""
     if not (SITE / "verl" / "trainer" / "ppo" / "core_algos.py").exists():
-        pytest.skip(f"verl is not installed: {INSTALL} puts it (without its dependencies) in {SITE}")
+        pytest.fail(f"verl is not installed: {INSTALL} (part of make install-test) puts it, without its "
+                    f"dependencies, in {SITE}")
     return str(SITE)
 
 
