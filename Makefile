@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # The CPU wheel first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# verl without its dependencies, for the verl test only (see the verl-site target).
+VERL_SITE := build/verl-site
 
 .PHONY: install install-test demo test lint typecheck check-machine bench clean prometheus verl-site
 
@@ -28,7 +30,6 @@ install-test: $(VENV)/.installed-test prometheus $(VERL_SITE)/.installed
 
 # verl for tests/distributed/test_verl.py, without its dependencies (CUDA torch, Ray's extras, another
 # transformers) and outside .venv: only that test's rank processes put it on their path.
-VERL_SITE := build/verl-site
 $(VERL_SITE)/.installed: | $(VENV)/.installed-test
 	$(PIP) install -q --no-deps --target $(VERL_SITE) verl==0.9.1 tensordict==0.10.0 omegaconf==2.4.0 \
 	  antlr4-python3-runtime==4.9.3 ray==2.60.0 msgpack==1.2.4 protobuf==7.36.2 jsonschema==4.26.0 attrs==26.1.0 \
