@@ -215,3 +215,25 @@ def test_docs_work_offline_and_every_ui_response_has_a_strict_csp(page: Any, ui:
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
     html = ui.http.get("/").text
     assert "<script>" not in html and " style=" not in html and "onclick" not in html
+
+
+def test_y_axis_labels_are_exact_and_fit_their_axis(page: Any, ui: UiService) -> None:
+    # Small negative KL values and large response lengths: the labels a fixed-width axis cut off.
+    assert ui.http.put("/api/v1/runs/axes", json={"project": "ui", "algorithm": "sapo"}).status_code in (200, 201)
+    steps = [{"step": s, "time": 1_764_000_000.0 + s, "metrics": {"kl.k1": -3.21e-4 + 2.3e-5 * s, "kl.k3": 1.7e-5 * s,
+                                                                  "response_len.mean": 1_234_567.0 + 13.0 * s}}
+             for s in range(30)]
+    assert ui.http.post("/api/v1/runs/axes/steps", json={"schema": 1, "steps": steps}).status_code in (200, 202)
+    errors = _open(page, ui, "/run/axes")
+    labels = page.evaluate("""async () => { const { tickLabels } = await import('/ui/charts.js');
+      return [[0, 0.025, 0.05, 0.075], [-0.0002, -0.0001, 0, 0.0001], [0, 2.5e-5, 5e-5], [2e6, 2.5e6, 3e6]].map(tickLabels); }""")
+    assert labels == [["0", "0.025", "0.050", "0.075"], ["-0.0002", "-0.0001", "0", "0.0001"],
+                      ["0", "2.5e-5", "5.0e-5"], ["2.0e+6", "2.5e+6", "3.0e+6"]]
+    # Every chart's y axis is as wide as its longest label (KL's were cut at a fixed 64 px).
+    fits = page.evaluate("""() => [...window.sapoCharts.values()].map((c) => {
+      const a = c.u.axes[1], ctx = document.createElement('canvas').getContext('2d');
+      ctx.font = a.font[0];
+      const widest = Math.max(...a._values.map((v) => ctx.measureText(v).width)) / devicePixelRatio;
+      return [c.name, widest + a.ticks.size + a.gap <= a._size]; })""")
+    assert fits and all(ok for _, ok in fits), fits
+    assert errors == []

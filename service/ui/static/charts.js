@@ -51,10 +51,14 @@ export function tickLabels(vals) {
   if (finite.length < 2) return vals.map(fmt);
   const incr = Math.abs(finite[1] - finite[0]) || Math.abs(finite[0]) || 1;
   const top = Math.max(...finite.map(Math.abs));
-  const dec = Math.max(0, -Math.floor(Math.log10(incr) + 1e-9));
-  if (top < 1e6 && dec <= 4) return vals.map((v) => (v === null || v === undefined ? "" : v.toFixed(dec)));
-  const digits = Math.max(0, Math.min(6, Math.ceil(Math.log10(top / incr) - 1e-9)));
-  return vals.map((v) => (v === null || v === undefined ? "" : v === 0 ? "0" : v.toExponential(digits)));
+  // Decimals that write the tick spacing exactly (0.025 needs 3, not the 2 its magnitude suggests);
+  // negative for spacings of 10, 100... (what the exponent form needs).
+  let dec = -Math.floor(Math.log10(incr) + 1e-9);
+  while (dec < 12 && Math.abs(incr * 10 ** dec - Math.round(incr * 10 ** dec)) > 1e-6 * incr * 10 ** dec) dec++;
+  const str = (v) => (v === null || v === undefined ? "" : v === 0 ? "0" : null);
+  if (top < 1e6 && dec <= 4) return vals.map((v) => str(v) ?? v.toFixed(Math.max(0, dec)));
+  const digits = Math.max(0, Math.min(6, dec + Math.floor(Math.log10(top) + 1e-9)));
+  return vals.map((v) => str(v) ?? v.toExponential(digits));
 }
 
 let measureCtx = null;
@@ -169,7 +173,7 @@ export function lineChart(container, spec, { onZoom, onReset, syncKey = "steps" 
     // anti-aliased 1.25 px strokes, and 16 charts of ~1,000-point min/max zigzags are most of a load.
     pxAlign: 1,
     scales: { x: { time: false } },
-    axes: [{ size: 28, values: (u, vals) => tickLabels(vals) }, { size: axisSize, values: (u, vals) => tickLabels(vals) }],
+    axes: [{ size: 28, values: (u, vals) => vals.map(fmt) }, { size: axisSize, values: (u, vals) => tickLabels(vals) }],
     legend: { live: true },
     cursor: { drag: { x: true, y: false, setScale: false }, sync: { key: syncKey } },
     series: [
