@@ -6,7 +6,11 @@ Starts the service (uvicorn, one worker) twice on the same kind of database, onc
 alternating, several rounds; prints steps/s and the added ingest time (wall clock), and the service
 process's CPU time per step (steadier than wall time when other work shares the machine).
 
-    .venv/bin/python bench/rules_overhead.py [--db sqlite|postgresql|both] [--steps 5000] [--rounds 3]
+``--packs`` also times the pure evaluation (``evaluate_batch``, no HTTP, no database) of the pack before
+issue 12 (``baseline``, loaded from git as ``bench/detection.py`` does) and of this checkout's pack
+(``current``) side by side on the same records, alternating rounds, CPU time of this process.
+
+    .venv/bin/python bench/rules_overhead.py [--db sqlite|postgresql|both|none] [--steps 5000] [--rounds 3] [--packs]
 """
 
 from __future__ import annotations
@@ -98,13 +102,54 @@ def measure(kind: str, n_steps: int, rounds: int) -> None:
           f"[best of {rounds} alternating rounds x {n_steps} steps, batches of 100]")
 
 
+def step_inputs(pack: object, n_steps: int) -> list[list[object]]:
+    """The records of ``batches`` as ``pack``'s ``StepInput`` lists, one per batch of 100."""
+    rng = random.Random(0)
+    out: list[list[object]] = []
+    for start in range(1, n_steps + 1, 100):
+        batch = []
+        for s in range(start, min(start + 100, n_steps + 1)):
+            m = {k: 0.01 * rng.random() for k in CATALOGUE}
+            m.update(healthy_metrics(s, rng))
+            batch.append(pack.step_input(step=s, time=float(s), metrics=m))  # type: ignore[attr-defined]
+        out.append(batch)
+    return out
+
+
+def measure_packs(n_steps: int, rounds: int) -> None:
+    """Pure evaluation cost per step, pack before issue 12 vs this checkout's, best of alternating rounds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from detection_replay import load_baseline, load_current
+
+    packs = [load_baseline(), load_current()]
+    inputs = {p.name: step_inputs(p, n_steps) for p in packs}
+    best = {p.name: float("inf") for p in packs}
+    fired = {p.name: 0 for p in packs}
+    for _ in range(rounds):
+        for p in packs:
+            state = p.new_state()
+            t0 = time.process_time()
+            for batch in inputs[p.name]:
+                fired[p.name] += len(p.evaluate_batch(p.rules, state, "bench", batch))
+            best[p.name] = min(best[p.name], time.process_time() - t0)
+    b, c = (1e6 * best[p.name] / n_steps for p in packs)
+    print(f"pure loop   evaluate_batch CPU per step: baseline ({len(packs[0].rules)} rules) {b:5.1f} us, "
+          f"current ({len(packs[1].rules)} rules) {c:5.1f} us ({c / b:.2f}x); alert transitions per round "
+          f"{fired['baseline'] // rounds} vs {fired['current'] // rounds}   "
+          f"[best of {rounds} alternating rounds x {n_steps} healthy catalogue steps, batches of 100]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", default="both", choices=["sqlite", "postgresql", "both"], help="Database kind.")
+    ap.add_argument("--db", default="both", choices=["sqlite", "postgresql", "both", "none"],
+                    help="Database kind of the HTTP measurement (none: skip it).")
     ap.add_argument("--steps", type=int, default=5000, help="Steps per round.")
     ap.add_argument("--rounds", type=int, default=3, help="Alternating rounds per mode.")
+    ap.add_argument("--packs", action="store_true", help="Also time the pure evaluation, old pack vs new.")
     args = ap.parse_args()
-    for kind in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
+    if args.packs:
+        measure_packs(args.steps, max(args.rounds, 5))
+    for kind in {"both": ["sqlite", "postgresql"], "none": []}.get(args.db, [args.db]):
         measure(kind, args.steps, args.rounds)
 
 

@@ -114,3 +114,48 @@ def test_detection_bench_scores_incidents_and_precursor_only_kinds() -> None:
     pre = Outcome("fault:epochs", 100, 50, [Fired("x", "warning", 58, None), Fired("y", "critical", 52, None)],
                   precursor_only=True)
     assert pre.detection_delay() == 8
+
+
+def test_detection_trl_plan_and_lr_jump() -> None:
+    """bench/detection_trl.py: its fault onsets sit inside the run, and the lr jump lands on the onset step
+    and survives the scheduler's next step (a jump the scheduler undid would be no fault at all)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        from detection_trl import TRL_FAULT, LrJump, plan_trl
+    finally:
+        sys.path.pop(0)
+    plans = plan_trl(3, 100)
+    faults = [p for p in plans if p.kind.startswith("fault:")]
+    assert len(plans) == 9 and len({p.run_id for p in plans}) == 9
+    assert [p.onset for p in faults] == [40, 50, 60] and {p.algo for p in faults} == {"grpo", "sapo"}
+    assert all(p.faults == f"{p.onset}:lr*{TRL_FAULT[1]:g}" for p in faults)
+
+    class State:
+        global_step = 0
+
+    class Optimizer:
+        def __init__(self) -> None:
+            self.param_groups = [{"lr": 1e-3}]
+
+    class Linear:  # what torch's LambdaLR does on step(): lr = base lr x factor(step); no torch import here
+        def __init__(self, opt: Optimizer) -> None:
+            self.opt, self.base_lrs, self.k = opt, [1e-3], 0
+
+        def step(self) -> None:
+            self.k += 1
+            for group, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * (1.0 - self.k / 100)
+
+    opt = Optimizer()
+    sched = Linear(opt)
+    jump, state, lrs = LrJump(5, 20.0), State(), []
+    for step in range(1, 9):  # steps as the spool numbers them; global_step is step - 1 at step begin
+        state.global_step = step - 1
+        jump.on_step_begin(None, state, None, optimizer=opt, lr_scheduler=sched)
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert all(lr < 1.1e-3 for lr in lrs[:4])
+    assert all(lr > 1.8e-2 for lr in lrs[4:])  # from step 5 on, decaying from 20x
