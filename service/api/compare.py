@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Response
 from sapo_monitor.client import wire
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -15,8 +16,9 @@ from ..errors import BadRequest, ErrorOut, NotFound
 from ..storage.alert_queries import first_alert_steps
 from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
 from ..storage.db import Database
+from ..storage.read_cache import VersionedCache
 from ..storage.run_views import fetch_many
-from ..storage.runs import get_runs
+from ..storage.runs import RunInfo, get_runs
 from ..storage.series import bucket_width, first_last, points, prime_means, uses_blocks
 from .deps import AuthDep, DbDep
 from .read_limits import check_points_budget
@@ -57,6 +59,16 @@ async def compare_route(
     check_points_budget(max_points, len(metrics), len(run_ids))
     return json_response(await run_in_threadpool(_compare, db, principal, run_ids, metrics, from_step, to_step,
                                                  max_points))
+
+
+# Run summaries of recent compares, kept while their run is unchanged (its last_seen_at and step range,
+# which every ingest into it changes, read with the runs): a compare of finished runs looked at again,
+# or after a zoom, does not read every metric's first, last and last-10% values again.
+_SUMMARIES: VersionedCache[Summary] = VersionedCache(size=512)
+
+
+def _version(info: RunInfo) -> tuple[float, int | None, int | None]:
+    return info.last_seen_at, info.first_step, info.last_step
 
 
 def _on_grid(at: dict[int, int], pts: dict[int, float]) -> list[float | str | None]:
@@ -108,9 +120,13 @@ def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: li
                                              blocks=blocks).items()}
             nan = any(p.has_nan for p in pieces.values())
             width = bucket_width(span[0], span[1], max_points, 3 if nan else 2)
+        url = str(cast(Engine, session.get_bind()).url)
+        kept = lambda i, m: (url, i.pk, m, span)  # noqa: E731 (a summary's key; its version: _version(i))
         if span is not None:
             for info in runs:
-                prime_means(session, run_pk=info.pk, ranges=_last_tenths(session, info.pk, metrics, span))
+                todo = [m for m in metrics if _SUMMARIES.peek(kept(info, m), _version(info)) is None]
+                if todo:
+                    prime_means(session, run_pk=info.pk, ranges=_last_tenths(session, info.pk, todo, span))
         metric_docs = {}
         summaries: dict[str, dict] = {i.run_id: {} for i in runs}
         for m in metrics:
@@ -129,8 +145,9 @@ def _compare(db: Database, principal: Principal, run_ids: list[str], metrics: li
             ref = None
             for info in runs:
                 if span is not None:
-                    s = summarize(session, run_pk=info.pk, metric=m, lo=span[0], hi=span[1],
-                                  overall=overall[info.run_id])
+                    lo_, hi_, ov = span[0], span[1], overall[info.run_id]
+                    s = _SUMMARIES.get(kept(info, m), _version(info), lambda: summarize(
+                        session, run_pk=info.pk, metric=m, lo=lo_, hi=hi_, overall=ov))  # noqa: B023 (called at once)
                 else:
                     s = Summary(best_is="max" if m in HIGHER_IS_BETTER else "min")
                 doc = {k: (wire_value(v) if isinstance(v, float) else v) for k, v in vars(s).items()}

@@ -76,6 +76,12 @@ class VersionedCache(Generic[T]):
                 self._entries.popitem(last=False)
         return value
 
+    def peek(self, key: Hashable, version: Hashable) -> T | None:
+        """The value kept for ``key`` at ``version``, or None (nothing loaded)."""
+        with self._lock:
+            hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] == version else None
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

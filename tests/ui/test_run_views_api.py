@@ -140,3 +140,19 @@ def test_a_kept_series_read_is_never_shown_after_the_run_changed(http: TestClien
     assert post_steps(http, "v", batch(range(300, 320))).status_code in (200, 202)
     grown = http.get("/api/v1/runs/v/series", params=params).json()
     assert grown["downsampling"]["to_step"] == 319 and max(grown["series"]["custom.x"]["value"]) == 319.0
+
+
+@BOTH
+def test_kept_compare_summaries_follow_a_replay(http: TestClient) -> None:
+    for run in ("ca", "cb"):
+        assert post_steps(http, run, batch(range(0, 200))).status_code in (200, 202)
+    params = {"run": ["ca", "cb"], "metric": ["loss", "custom.x"], "max_points": 50}
+    first = http.get("/api/v1/compare", params=params).json()
+    assert http.get("/api/v1/compare", params=params).json() == first
+    # A replay of cb's last steps (same range, new values) changes its summary, not ca's.
+    assert post_steps(http, "cb", batch(range(190, 200), loss=7.0)).status_code in (200, 202)
+    again = http.get("/api/v1/compare", params=params).json()
+    by_run = {r["run_id"]: r["summary"]["loss"] for r in again["runs"]}
+    assert by_run["cb"]["last"] == 7.0 and by_run["cb"]["mean_last_10pct"] > 0.3
+    assert by_run["ca"] == next(r["summary"]["loss"] for r in first["runs"] if r["run_id"] == "ca")
+    assert by_run["cb"]["delta"]["last"] != next(r for r in first["runs"] if r["run_id"] == "cb")["summary"]["loss"]["delta"]["last"]
