@@ -34,17 +34,27 @@ from tests.alerts.traces import healthy_metrics
 from tests.support.postgres import drop_pg_database, new_pg_database
 
 
-def batches(n_steps: int, size: int = 100) -> list[bytes]:
+def step_metrics(n_steps: int) -> list[dict[str, float]]:
+    """Healthy catalogue-sized steps: ``healthy_metrics`` for the metrics it knows; every other catalogue
+    metric at a steady level of its own with 5 % noise (a fresh uniform draw per step would be a metric
+    jumping by orders of magnitude, which the baseline-relative rules rightly flag, so the bench would
+    time alert writes instead of evaluation)."""
     rng = random.Random(0)
+    levels = {k: 0.01 * (0.1 + rng.random()) for k in CATALOGUE}
     out = []
-    for start in range(1, n_steps + 1, size):
-        recs = []
-        for s in range(start, min(start + size, n_steps + 1)):
-            m = {k: 0.01 * rng.random() for k in CATALOGUE}
-            m.update(healthy_metrics(s, rng))
-            recs.append(StepRecord(s, time.time(), m, {"log_ratio": [rng.randrange(500) for _ in range(42)]}))
-        out.append(encode_batch(recs))
+    for s in range(1, n_steps + 1):
+        m = {k: v * (1.0 + 0.05 * (2.0 * rng.random() - 1.0)) for k, v in levels.items()}
+        m.update(healthy_metrics(s, rng))
+        out.append(m)
     return out
+
+
+def batches(n_steps: int, size: int = 100) -> list[bytes]:
+    rng = random.Random(1)
+    steps = step_metrics(n_steps)
+    return [encode_batch([StepRecord(s, time.time(), steps[s - 1], {"log_ratio": [rng.randrange(500) for _ in range(42)]})
+                          for s in range(start, min(start + size, n_steps + 1))])
+            for start in range(1, n_steps + 1, size)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -103,17 +113,10 @@ def measure(kind: str, n_steps: int, rounds: int) -> None:
 
 
 def step_inputs(pack: object, n_steps: int) -> list[list[object]]:
-    """The records of ``batches`` as ``pack``'s ``StepInput`` lists, one per batch of 100."""
-    rng = random.Random(0)
-    out: list[list[object]] = []
-    for start in range(1, n_steps + 1, 100):
-        batch = []
-        for s in range(start, min(start + 100, n_steps + 1)):
-            m = {k: 0.01 * rng.random() for k in CATALOGUE}
-            m.update(healthy_metrics(s, rng))
-            batch.append(pack.step_input(step=s, time=float(s), metrics=m))  # type: ignore[attr-defined]
-        out.append(batch)
-    return out
+    """The steps of ``step_metrics`` as ``pack``'s ``StepInput`` lists, one per batch of 100."""
+    steps = step_metrics(n_steps)
+    return [[pack.step_input(step=s, time=float(s), metrics=steps[s - 1])  # type: ignore[attr-defined]
+             for s in range(start, min(start + 100, n_steps + 1))] for start in range(1, n_steps + 1, 100)]
 
 
 def measure_packs(n_steps: int, rounds: int) -> None:
