@@ -3,16 +3,18 @@ log-ratio histogram over steps (a heatmap). Public, documented endpoints like an
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sapo_monitor.client.wire import CATALOGUE, LOG_RATIO_HIST_EDGES, LOG_RATIO_HIST_NAME
+from sqlalchemy import Engine
 
 from ..errors import BadRequest, ErrorOut
 from ..storage.alert_queries import list_alerts
+from ..storage.read_cache import VersionedCache
 from ..storage.rule_defs import cached_rules
-from ..storage.run_views import histogram_buckets, metric_names
+from ..storage.run_views import HeatmapBuckets, histogram_buckets, metric_names
 from .deps import AuthDep, DbDep
 from .responses import wire_value
 from .runs import StepBound, load_run
@@ -23,6 +25,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["runs"])
 RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Run id chosen by the client.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422)}
+_HEATMAPS: VersionedCache[HeatmapBuckets] = VersionedCache(size=32)  # the last few views' buckets
 
 
 class MetricOut(BaseModel):
@@ -126,6 +129,9 @@ def histogram_steps_route(
     if lo > hi:
         return empty
     with db.read() as session:
-        hb = histogram_buckets(session, run_pk=info.pk, lo=lo, hi=hi, max_buckets=max_buckets)
+        # Kept while the run is unchanged (its last_seen_at and step range, which every ingest changes).
+        hb = _HEATMAPS.get((str(cast(Engine, session.get_bind()).url), info.pk, lo, hi, max_buckets),
+                           (info.last_seen_at, info.first_step, info.last_step),
+                           lambda: histogram_buckets(session, run_pk=info.pk, lo=lo, hi=hi, max_buckets=max_buckets))
     return HeatmapOut(run_id=info.run_id, name=LOG_RATIO_HIST_NAME, edges=edges, bucket_steps=hb.width,
                       start=hb.start, end=hb.end, steps=hb.steps, counts=hb.counts, from_step=lo, to_step=hi)

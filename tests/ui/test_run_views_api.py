@@ -134,9 +134,17 @@ def test_a_kept_series_read_is_never_shown_after_the_run_changed(http: TestClien
     params = {"metric": ["loss", "custom.x"], "max_points": 40}
     first = http.get("/api/v1/runs/v/series", params=params).json()
     assert http.get("/api/v1/runs/v/series", params=params).json() == first
-    assert post_steps(http, "v", batch(range(100, 110), loss=50.0)).status_code in (200, 202)
+    heat = http.get("/api/v1/runs/v/histogram/steps", params={"max_buckets": 10}).json()
+    assert http.get("/api/v1/runs/v/histogram/steps", params={"max_buckets": 10}).json() == heat
+    replay = batch(range(100, 110), loss=50.0)
+    for st in replay:
+        st["histograms"]["log_ratio"] = [1000] * 42
+    assert post_steps(http, "v", replay).status_code in (200, 202)
     replayed = http.get("/api/v1/runs/v/series", params=params).json()
     assert max(replayed["series"]["loss"]["value"]) == 50.0 and max(first["series"]["loss"]["value"]) < 2
+    heat2 = http.get("/api/v1/runs/v/histogram/steps", params={"max_buckets": 10}).json()
+    assert sum(map(sum, heat2["counts"])) == sum(map(sum, heat["counts"])) + 10 * 42 * 1000 - 42 * sum(
+        s % 3 for s in range(100, 110))
     assert post_steps(http, "v", batch(range(300, 320))).status_code in (200, 202)
     grown = http.get("/api/v1/runs/v/series", params=params).json()
     assert grown["downsampling"]["to_step"] == 319 and max(grown["series"]["custom.x"]["value"]) == 319.0
