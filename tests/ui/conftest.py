@@ -61,7 +61,9 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiService]:
         yield UiService(base, http, screenshot_dir(tmp / "shots"))
 
 
-@pytest.fixture(scope="session")
+# One browser per test module, not per session: Playwright's sync API keeps an event loop running in the
+# thread while it is open, and under pytest-xdist a worker goes on to other files (asyncio.run fails there).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as ctx:
         yield ctx
