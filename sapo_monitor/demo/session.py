@@ -30,6 +30,9 @@ ALGORITHMS = ("sapo", "grpo", "gspo", "pg")
 Progress = Callable[[str, int, int], None]
 
 
+DEMO_GROUP_WAIT_S = 1.0  # incident notifications: first one 1 s after the incident opens
+DEMO_GROUP_INTERVAL_S = 4.0  # changes (escalation, resolution) at most every 4 s
+
 @dataclass
 class DemoConfig:
     algorithms: tuple[str, ...] = ALGORITHMS
@@ -89,9 +92,12 @@ def open_session(config: DemoConfig, log: Callable[[str], None] = print) -> Iter
     service = None
     try:
         # Loopback only, so no tokens: whatever SAPO_MONITOR_AUTH the user's shell exports. The demo's
-        # receiver is on loopback, which webhooks may reach only through the allow-list.
+        # receiver is on loopback, which webhooks may reach only through the allow-list. Its runs last
+        # seconds, not hours: incident timers to match (the defaults wait 10 s / 60 s before telling).
         service = start_service(db, port, workdir / "service.log",
-                                env={"SAPO_MONITOR_AUTH": "off", "SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"})
+                                env={"SAPO_MONITOR_AUTH": "off", "SAPO_MONITOR_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+                                     "SAPO_MONITOR_INCIDENT_GROUP_WAIT_S": str(DEMO_GROUP_WAIT_S),
+                                     "SAPO_MONITOR_INCIDENT_GROUP_INTERVAL_S": str(DEMO_GROUP_INTERVAL_S)})
         prefix = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         yield DemoSession(config, service, receiver, prefix, workdir)
     finally:
@@ -163,7 +169,8 @@ def fetch_outcome(session: DemoSession, algorithm: str) -> RunOutcome:
     )
 
 
-def wait_for_deliveries(session: DemoSession, timeout: float = 15.0, quiet: float = 2.0) -> int:
+def wait_for_deliveries(session: DemoSession, timeout: float = 20.0,
+                        quiet: float = DEMO_GROUP_INTERVAL_S + 1.0) -> int:
     """Wait until the receiver has seen no new delivery for ``quiet`` seconds (or ``timeout``)."""
     deadline = time.monotonic() + timeout
     count, last_change = len(session.receiver.deliveries()), time.monotonic()
