@@ -10,21 +10,10 @@ import math
 import random
 
 import pytest
-from sapo_monitor.service.rules import KINDS, Rule, RunRuleState, StepInput, evaluate_batch, validate_params
+from sapo_monitor.service.rules import KINDS
 
-
-def _rule(kind: str, for_steps: int = 1, clear_steps: int = 1, **params) -> Rule:
-    return Rule(id="t", kind=kind, severity="warning", params=validate_params(KINDS[kind], params),
-                for_steps=for_steps, clear_steps=clear_steps)
-
-
-def _events(rule: Rule, rows: list[dict[str, float]], batch: int = 7) -> list[tuple[str, int]]:
-    state = RunRuleState()
-    steps = [StepInput(i + 1, None, m) for i, m in enumerate(rows)]
-    out = []
-    for i in range(0, len(steps), batch):
-        out += [(t.to_state, t.step) for t in evaluate_batch([rule], state, "r", steps[i : i + batch])]
-    return out
+from tests.alerts.rule_run import events as _events
+from tests.alerts.rule_run import rule as _rule
 
 
 def _x(values: list[float], name: str = "x") -> list[dict[str, float]]:
