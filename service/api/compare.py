@@ -16,10 +16,11 @@ from ..errors import BadRequest, ErrorOut, NotFound
 from ..storage.alert_queries import first_alert_steps
 from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
 from ..storage.db import Database
+from ..storage.range_reads import first_last, prime_means
 from ..storage.read_cache import VersionedCache
 from ..storage.run_views import fetch_many
 from ..storage.runs import RunInfo, get_runs
-from ..storage.series import bucket_width, first_last, points, prime_means, uses_blocks
+from ..storage.series import bucket_width, points, uses_blocks
 from .deps import AuthDep, DbDep
 from .read_limits import check_points_budget
 from .responses import downsampling_doc, json_response, wire_value, wire_values

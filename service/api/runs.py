@@ -12,9 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from ..auth import Principal
 from ..errors import BadRequest, ErrorOut, NotFound
 from ..storage.db import Database
+from ..storage.range_reads import histogram_sum
 from ..storage.run_views import fetch_many
 from ..storage.runs import RunInfo, delete_run, get_run, latest_values, list_runs
-from ..storage.series import bucket_width, histogram_sum, points, uses_blocks
+from ..storage.series import bucket_width, points, uses_blocks
 from .deps import AuthDep, DbDep
 from .read_limits import check_points_budget
 from .responses import downsampling_doc, json_response, wire_value, wire_values

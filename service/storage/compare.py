@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from .range_reads import first_last, mean
 from .rollups import Stats
-from .series import extremes, first_last, mean
+from .series import extremes
 
 __all__ = ["HIGHER_IS_BETTER", "Summary", "delta", "summarize"]
 

@@ -9,8 +9,9 @@ import random
 import pytest
 from sapo_monitor.service.storage.db import Database
 from sapo_monitor.service.storage.models import CATALOGUE_COLUMNS, ROLLUP_BLOCK
+from sapo_monitor.service.storage.range_reads import mean, prime_means
 from sapo_monitor.service.storage.runs import get_run
-from sapo_monitor.service.storage.series import RAW_LIMIT, bucket_width, mean, prime_means
+from sapo_monitor.service.storage.series import RAW_LIMIT, bucket_width
 from sqlalchemy import event
 
 from tests.alerts.conftest import BOTH, db_url, ingest  # noqa: F401 (fixture)
