@@ -51,6 +51,7 @@ __all__ = [
     "after_notification",
     "count_notifications",
     "due_at",
+    "flush_one",
     "group",
     "notification_kind",
     "recheck_s",
@@ -257,6 +258,24 @@ def after_notification(inc: Incident, kind: str | None, now: float) -> None:
         inc.notifications += 1
 
 
+def flush_one(inc: Incident, *, now: float, policy: NotifyPolicy, run_step: int | None, run_running: bool,
+              run_active: bool, reopen_steps: int = REOPEN_STEPS) -> tuple[str | None, float | None]:
+    """One incident looked at ``now``, by the delivery worker and by :func:`simulate` alike: what to send
+    (None: nothing) and when to look at it again (None: not until it changes). When it flushes, the
+    incident records it (:func:`after_notification`). ``run_active``: the run reported a step since
+    the last notification (repeats need one)."""
+    when = due_at(inc, policy)
+    if when is None or when > now:  # nothing to tell, or not yet (group_wait, group_interval)
+        return None, when
+    if resolution_held(inc, run_step=run_step, run_running=run_running, reopen_steps=reopen_steps):
+        return None, now + recheck_s(policy)  # it may still reopen
+    kind = notification_kind(inc, now=now, policy=policy, run_active=run_active)
+    if kind is None and inc.changed_at is None:  # a repeat for a run that sent no step since: later
+        return None, now + policy.repeat_interval_s
+    after_notification(inc, kind, now)
+    return kind, due_at(inc, policy)
+
+
 def story(inc: Incident) -> dict[str, Any]:
     """The story as the API and webhook bodies show it."""
     resolution = None
@@ -312,7 +331,7 @@ def simulate(changes: Sequence[AlertChange], *, policy: NotifyPolicy, step_times
     counter = iter(range(1, 1 << 30))
     incidents: list[Incident] = []
     sent: list[Notification] = []
-    hold: dict[str, float] = {}  # the worker's next look when later than due_at (next_due_at)
+    hold: dict[str, float] = {}  # the worker's next look at an incident (next_due_at)
     pending = sorted(changes, key=lambda c: c.at)
     end = until if until is not None else (
         (pending[-1].at if pending else 0.0) + policy.group_wait_s + policy.group_interval_s)
@@ -331,17 +350,14 @@ def simulate(changes: Sequence[AlertChange], *, policy: NotifyPolicy, step_times
                 t = max(due, hold.get(inc.id, due))
                 if t > now:
                     break
-                running = finished_at is None or t < finished_at
-                if resolution_held(inc, run_step=step_at(t), run_running=running, reopen_steps=reopen_steps):
-                    hold[inc.id] = t + recheck_s(policy)
-                    continue
                 active = inc.last_notified_at is None or any(inc.last_notified_at < ts <= t for ts, _ in steps)
-                kind = notification_kind(inc, now=t, policy=policy, run_active=active)
-                if kind is None and inc.changed_at is None:  # a repeat for an idle run: look again later
-                    hold[inc.id] = t + policy.repeat_interval_s
-                    continue
-                after_notification(inc, kind, t)
-                hold.pop(inc.id, None)
+                kind, again = flush_one(inc, now=t, policy=policy, run_step=step_at(t),
+                                        run_running=finished_at is None or t < finished_at, run_active=active,
+                                        reopen_steps=reopen_steps)
+                if again is None:
+                    hold.pop(inc.id, None)
+                else:
+                    hold[inc.id] = again
                 if kind is not None:
                     sent.append(Notification(t, kind, replace(inc, firing=list(inc.firing))))
 

@@ -1,11 +1,10 @@
 """Incident notifications: the delivery worker's flush of incidents whose timers are due.
 
 Ingest groups alerts into incidents and marks a changed incident due (``next_due_at``); every worker
-round calls :func:`flush_incident_notifications`, which applies the timers (:func:`..incidents.due_at`:
-group_wait, group_interval, repeat_interval; a told incident's resolution is held while it may
-still reopen), decides what to send (:func:`..incidents.notification_kind`)
-and writes one outbox row per covering webhook, rendered from the incident and its member alerts as
-they are now. Outbox rows are keyed by run, so a run's notifications are delivered in order.
+round calls :func:`flush_incident_notifications`, which applies the timers and decides what to send
+(:func:`..incidents.flush_one`: group_wait, group_interval, repeat_interval; a told incident's
+resolution is held while it may still reopen) and writes one outbox row per covering webhook,
+rendered from the incident and its member alerts as they are now. Outbox rows are keyed by run, so a run's notifications are delivered in order.
 
 One short transaction; the incidents it reads are locked (``SKIP LOCKED`` on PostgreSQL), so two
 replicas never notify the same change twice.
@@ -17,16 +16,7 @@ import os
 
 from sqlalchemy.orm import Session
 
-from ..incidents import (
-    Incident,
-    NotifyPolicy,
-    after_notification,
-    due_at,
-    notification_kind,
-    recheck_s,
-    resolution_held,
-    story,
-)
+from ..incidents import Incident, NotifyPolicy, flush_one, story
 from ..storage.alert_queries import AlertInfo
 from ..storage.incidents import DueIncident, due_incidents, incident_alerts, save_flush
 from ..storage.rule_defs import cached_rules
@@ -64,20 +54,10 @@ def flush_incident_notifications(session: Session, *, now: float, policy: Notify
     plan: list[tuple[DueIncident, str]] = []
     for d in due:
         inc = d.incident
-        when = due_at(inc, policy)
-        if when is None or when > now:  # nothing to tell, or not yet (group_wait, group_interval)
-            save_flush(session, inc, next_due_at=when, now=now)
-            continue
-        if resolution_held(inc, run_step=d.run_last_step, run_running=d.run_running):
-            save_flush(session, inc, next_due_at=now + recheck_s(policy), now=now)  # it may still reopen
-            continue
         active = inc.last_notified_at is None or d.run_last_seen_at > inc.last_notified_at
-        kind = notification_kind(inc, now=now, policy=policy, run_active=active)
-        if kind is None and inc.changed_at is None:  # a repeat for a run that sent no step since: later
-            save_flush(session, inc, next_due_at=now + policy.repeat_interval_s, now=now)
-            continue
-        after_notification(inc, kind, now)
-        save_flush(session, inc, next_due_at=due_at(inc, policy), now=now)
+        kind, again = flush_one(inc, now=now, policy=policy, run_step=d.run_last_step, run_running=d.run_running,
+                                run_active=active)
+        save_flush(session, inc, next_due_at=again, now=now)
         if kind is not None:
             plan.append((d, kind))
     if not plan:
