@@ -17,9 +17,12 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from typing_extensions import Self  # typing.Self is 3.11+; the project supports 3.10
 
+from .incidents import NotifyPolicy
+
 __all__ = ["DEFAULT_DB_URL", "AlertingSettings", "Settings", "is_loopback", "resolve_db_url"]
 
 DEFAULT_DB_URL = "sqlite:///~/.local/share/sapo-monitor/sapo.db"
+_NOTIFY = NotifyPolicy()  # the incident timers' defaults, kept in one place
 
 
 def resolve_db_url(url: str) -> str:
@@ -90,22 +93,27 @@ class AlertingSettings(BaseModel):
         "has not read the outbox for this long.",
     )
     silent_check_s: float = Field(30.0, gt=0, description="How often runs are checked for silence (silent_run).")
-    # Incident notifications, after Alertmanager's route timers (see service/incidents.py).
+    # Incident notifications, after Alertmanager's route timers (defaults: service/incidents.py's NotifyPolicy).
     incident_group_wait_s: float = Field(
-        10.0, ge=0, le=24 * 3600,
+        _NOTIFY.group_wait_s, ge=0, le=24 * 3600,
         description="An incident's first notification waits this long after it opens, so the alerts that "
         "arrive together (a precursor and its confirmation) go out as one message.",
     )
     incident_group_interval_s: float = Field(
-        60.0, ge=0, le=24 * 3600,
+        _NOTIFY.group_interval_s, ge=0, le=24 * 3600,
         description="After a notification, the incident's next change (escalated to critical, resolved, "
         "reopened) is sent no sooner than this.",
     )
     incident_repeat_interval_s: float = Field(
-        4 * 3600.0, gt=0, le=30 * 24 * 3600,
+        _NOTIFY.repeat_interval_s, gt=0, le=30 * 24 * 3600,
         description="A firing incident with nothing new is sent again (incident.repeated) at most this often, "
         "and only while its run still reports steps.",
     )
+
+    def notify_policy(self) -> NotifyPolicy:
+        """The incident notification timers."""
+        return NotifyPolicy(self.incident_group_wait_s, self.incident_group_interval_s,
+                            self.incident_repeat_interval_s)
 
     @model_validator(mode="after")
     def _lease_covers_an_attempt(self) -> Self:

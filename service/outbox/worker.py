@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ..incidents import NotifyPolicy
 from ..settings import AlertingSettings
 from .destinations import DestinationPolicy
 from .incident_notices import flush_incident_notifications
@@ -66,8 +65,7 @@ class DeliveryWorker:
         self.settings = settings
         self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
         self.policy = DestinationPolicy(settings.webhook_allow_hosts)
-        self.notify_policy = NotifyPolicy(settings.incident_group_wait_s, settings.incident_group_interval_s,
-                                          settings.incident_repeat_interval_s)
+        self.notify_policy = settings.notify_policy()
         self.db_timeout_s = db_timeout_s
         self.last_success = 0.0  # time.time() of the last outbox read that worked (the heartbeat)
         self.restarts = 0
