@@ -17,6 +17,7 @@ from .alerting import RunRef, apply_transitions, project_name
 from .rules.detectors import KINDS
 from .rules.evaluate import FIRING, RESOLVED, Transition, fresh_state, new_id
 from .storage.alert_models import Alert
+from .storage.db import for_update
 from .storage.models import Run
 from .storage.rule_defs import list_rules
 from .storage.rule_state import load_state, save_state
@@ -41,10 +42,7 @@ def check_silent_runs(session: Session, *, now: float, limit: int = 500) -> list
     pks = list(session.scalars(to_fire.limit(limit))) + list(session.scalars(to_resolve.limit(limit)))
     out: list[Transition] = []
     for pk in pks:
-        lock = select(Run).where(Run.id == pk)
-        if session.get_bind().dialect.name == "postgresql":
-            lock = lock.with_for_update()
-        run = session.scalars(lock).one_or_none()
+        run = session.scalars(for_update(session, select(Run).where(Run.id == pk))).one_or_none()
         if run is None:
             continue
         project = project_name(session, run.project_id)

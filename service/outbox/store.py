@@ -19,6 +19,7 @@ from sqlalchemy import CursorResult, Table, and_, func, insert, or_, select, upd
 from sqlalchemy.orm import Session
 
 from ..storage.alert_models import Webhook, WebhookDelivery, WebhookOutbox
+from ..storage.db import for_update
 
 __all__ = [
     "Claimed",
@@ -121,9 +122,7 @@ def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, l
         .order_by(_O.c.id)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=_O)
-    ids = list(session.scalars(query))
+    ids = list(session.scalars(for_update(session, query, skip_locked=True, of=_O)))
     if not ids:
         return []
     session.execute(

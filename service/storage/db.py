@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from .deadline import install_deadlines
 
-__all__ = ["Database", "DbTimeouts", "db_timeouts", "make_engine"]
+__all__ = ["Database", "DbTimeouts", "db_timeouts", "for_update", "make_engine"]
 
 _WRITE = "sapo_write"
 
@@ -131,3 +131,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def for_update(session: Session, query: Any, *, skip_locked: bool = False, of: Any = None) -> Any:
+    """``query`` locking the rows it reads on PostgreSQL (``FOR UPDATE [SKIP LOCKED]``); unchanged on
+    SQLite, where a write transaction already holds the whole database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=skip_locked, of=of)
+    return query

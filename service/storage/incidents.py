@@ -20,6 +20,7 @@ from ..incidents import Incident, StoryPoint
 from .alert_models import Alert, IncidentAlert
 from .alert_models import Incident as IncidentRow
 from .alert_queries import AlertInfo, alert_info, in_scope
+from .db import for_update
 from .models import Project, Run
 
 __all__ = [
@@ -50,16 +51,10 @@ def _incident(r: Row[Any]) -> Incident:
     )
 
 
-def _locked(session: Session, query: Any, *, skip_locked: bool = False) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=skip_locked, of=_I)
-    return query
-
-
 def latest_incident(session: Session, run_pk: int) -> Incident | None:
     """The run's latest incident (firing, or the last one resolved: it may reopen), locked."""
     q = select(_I).where(_I.c.run_pk == run_pk).order_by(_I.c.opened_step.desc(), _I.c.opened_at.desc()).limit(1)
-    row = session.execute(_locked(session, q)).first()
+    row = session.execute(for_update(session, q, of=_I)).first()
     return None if row is None else _incident(row)
 
 
@@ -130,7 +125,7 @@ def due_incidents(session: Session, *, now: float, limit: int = 100) -> list[Due
     return [
         DueIncident(_incident(r), r.run_pk, r.run_client_id, r.run_name, r.algorithm, r.project_name, r.last_seen_at,
                     r.run_last_step, r.run_status == "running")
-        for r in session.execute(_locked(session, q, skip_locked=True))
+        for r in session.execute(for_update(session, q, skip_locked=True, of=_I))
     ]
 
 
