@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Response
@@ -14,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from ..auth import Principal
 from ..errors import BadRequest, ErrorOut, NotFound
 from ..storage.alert_queries import first_alert_steps
-from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, summarize
+from ..storage.compare import HIGHER_IS_BETTER, Summary, delta, last_tenth, summarize
 from ..storage.db import Database
 from ..storage.range_reads import first_last, prime_means
 from ..storage.read_cache import VersionedCache
@@ -82,15 +81,14 @@ def _on_grid(at: dict[int, int], pts: dict[int, float]) -> list[float | str | No
 
 
 def _last_tenths(session: Session, run_pk: int, metrics: list[str], span: tuple[int, int]) -> dict[str, tuple[int, int]]:
-    """Per metric, the steps ``summarize`` takes the mean over (the last 10% of the metric's steps in
-    ``span``), so that one pass per run reads them all (``prime_means``). Should the two ever differ,
-    ``summarize`` only reads its own range: the answers stay the same."""
+    """Per metric, the steps ``summarize`` takes the mean over (``last_tenth`` of the metric's steps in
+    ``span``), so that one pass per run reads them all (``prime_means``)."""
     out = {}
     for m in metrics:
         fl = first_last(session, run_pk=run_pk, metric=m, lo=span[0], hi=span[1])
         if fl is not None:
             (a, _), (b, _) = fl
-            out[m] = (b - max(1, math.ceil((b - a + 1) * 0.1)) + 1, b)
+            out[m] = last_tenth(a, b)
     return out
 
 

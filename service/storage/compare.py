@@ -11,7 +11,7 @@ from .range_reads import first_last, mean
 from .rollups import Stats
 from .series import extremes
 
-__all__ = ["HIGHER_IS_BETTER", "Summary", "delta", "summarize"]
+__all__ = ["HIGHER_IS_BETTER", "Summary", "delta", "last_tenth", "summarize"]
 
 # Metrics where larger is better; for every other metric the best value is the smallest.
 HIGHER_IS_BETTER = frozenset({"reward.mean", "entropy.mean", "gate.weight_mean", "lr", "tokens.count",
@@ -30,6 +30,12 @@ class Summary:
     worst_step: int | None = None
     mean_last_10pct: float | None = None
     best_is: str = "min"
+
+
+def last_tenth(first_step: int, last_step: int) -> tuple[int, int]:
+    """The steps of ``mean_last_10pct``: the last 10% (at least one) of ``[first_step, last_step]``."""
+    span = last_step - first_step + 1
+    return last_step - max(1, math.ceil(span * 0.1)) + 1, last_step
 
 
 def summarize(
@@ -52,9 +58,8 @@ def summarize(
         best, worst = (hi_pair, lo_pair) if out.best_is == "max" else (lo_pair, hi_pair)
         out.best, out.best_step = best
         out.worst, out.worst_step = worst
-    span = out.last_step - out.first_step + 1
-    start = out.last_step - max(1, math.ceil(span * 0.1)) + 1
-    out.mean_last_10pct = mean(session, run_pk=run_pk, metric=metric, lo=start, hi=out.last_step,
+    start, end = last_tenth(out.first_step, out.last_step)
+    out.mean_last_10pct = mean(session, run_pk=run_pk, metric=metric, lo=start, hi=end,
                                nan_free=st is not None and st[4] is None)
     return out
 
