@@ -37,6 +37,7 @@ from sapo_monitor.client import wire
 from sapo_monitor.client._backoff import Backoff
 from sapo_monitor.client._spool import Segment, Spool, batch_body, record_line
 from sapo_monitor.client._transport import Transport
+from sapo_monitor.client._warn_once import WarnOnce
 from sapo_monitor.client.errors import SpoolError, TransportError
 from sapo_monitor.client.settings import ClientSettings
 
@@ -61,7 +62,7 @@ class Delivery:
         self._spec_doc = dict(spec_doc)
         self._transport = transport
         self._settings = settings
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(log)
         self._put_done = transport is None
         self._forked = False
         self._final_status = "finished"
@@ -441,11 +442,6 @@ class Delivery:
             log.warning("sapo-monitor: %d batch(es) of run %s not delivered yet (last error: %s); they are kept in "
                         "%s and are sent when a process with this run starts again, or with `sapo-monitor upload "
                         "%s --server URL`", n, self.run_id, self._last_error, self.spool.dir, self.spool.dir)
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message)
 
 
 def _reset_after_fork() -> None:

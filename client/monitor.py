@@ -31,6 +31,7 @@ from sapo_monitor.client._distributed import (
     data_parallel_group,
 )
 from sapo_monitor.client._spool import Spool
+from sapo_monitor.client._warn_once import WarnOnce
 from sapo_monitor.client.errors import ConfigError, InputError
 from sapo_monitor.client.settings import ClientSettings
 from sapo_monitor.client.stats import StatsConfig, StepAccumulator, check_inputs
@@ -59,6 +60,7 @@ class Monitor:
         self.strict = strict
         self.stats_batch = stats_batch
         self._delivery = delivery  # None on data-parallel ranks other than 0: they never deliver
+        self._warn_once = WarnOnce(log)
         # Data-parallel runs: each step's summary goes to the reducer; rank 0's merges every rank's.
         self._reducer = RankReducer(exchange, emit=self._submit, warn=self._warn_once, timeout=rank_timeout) \
             if exchange is not None and exchange.rank >= 0 else None
@@ -74,7 +76,6 @@ class Monitor:
             if stats_batch > 1 and not self._silent else None
         self._micro: list[dict[str, torch.Tensor]] = []  # deferred mode: this step's micro-batches (copies)
         self._last_step: int | None = None
-        self._warned: set[str] = set()
         self._closed = False
         # The run's firing alerts from the ingest answers (init wires it to the delivery; stop_on lives here).
         self.alert_watch = AlertWatch()
@@ -273,11 +274,6 @@ class Monitor:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close(status="failed" if exc_type is not None else "finished")
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message)
 
     def __repr__(self) -> str:
         return f"Monitor(run={self.run_id!r}, project={self.spec.project!r}, spool={str(self.spool_dir)!r})"

@@ -33,6 +33,7 @@ import threading
 from typing import Any
 
 from sapo_monitor.client import wire
+from sapo_monitor.client._warn_once import WarnOnce
 from sapo_monitor.client.adapters.verl_hooks import StepContext, install_hooks, uninstall_hooks
 from sapo_monitor.client.monitor import Monitor, init
 from sapo_monitor.client.stats import StatsConfig
@@ -82,12 +83,7 @@ class VerlSession:
         self._monitors: dict[int, Monitor | None] = {}  # id(engine) -> monitor (None: not a source rank)
         self._steps: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._warned: set[str] = set()
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message)
+        self._warn_once = WarnOnce(log)
 
     def monitor_for(self, engine: Any, config: Any = None) -> Monitor | None:
         """The engine's monitor, created on its first optimizer step (every rank of its data-parallel group
