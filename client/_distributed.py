@@ -11,9 +11,8 @@ gets to the step (after waiting for a stalled peer on the step before, say): the
 than ``timeout`` after the peer could have written. A peer that has not written in time is left out of
 that step (``ranks_reporting`` < ``ranks_total`` in the record, a warning logged once) and is then only
 checked, not waited for, until it has written the last step it missed: it is alive and has caught up, and
-is waited for again. (Before, a missed peer was readmitted only if a check found its current step already
-written: a live rank running slightly behind rank 0 never was, and dropped out of every later record.) A
-live peer lags rank 0 by at most about a step in data-parallel training, where every optimizer step
+is waited for again (so a live rank running slightly behind rank 0 does not drop out of every later
+record). A live peer lags rank 0 by at most about a step in data-parallel training, where every optimizer step
 all-reduces the gradients, so ``timeout`` (default 5 s) only has to cover the monitor's own time on a
 peer (its ``end_step``) and scheduling delays on a loaded machine.
 
