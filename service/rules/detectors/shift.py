@@ -27,7 +27,7 @@ __all__ = ["SHIFT", "ShiftCore", "cusum_quiet", "shift_core", "shift_params"]
 
 _MAD_TO_SD = 1.4826  # MAD of a normal sample times this is its standard deviation
 
-# (state, transformed value) -> (hit, z); the state keys it owns: n, w, mu, sd, S, z.
+# (state, transformed value) -> whether the sum is past h; the state keys it owns: n, w, mu, sd, S, z.
 ShiftCore = Callable[[dict, float], bool]
 
 
@@ -89,31 +89,48 @@ def shift_params(*, warmup: int = 20, skip: int = 2, k: float = 1.0, h: float = 
     )
 
 
-def _log(x: float, floor: float) -> float | None:
-    v = x + floor
-    return math.log(v) if v > 0.0 else None
+def _extractor(p: Mapping[str, Any]) -> Callable[[Mapping[str, float]], float | None]:
+    """The step's value as the CUSUM sees it (``log(x + floor)`` or ``x``), None when the step carries
+    none: for the per-step function and the batch fast path alike."""
+    metric, floor, use_log, skip_zero = p["metric"], p["floor"], p["log"], p["skip_zero"]
+    log = math.log
 
-
-def _compile_shift(p: Mapping[str, Any]) -> StepFn:
-    metric, floor, use_log = p["metric"], p["floor"], p["log"]
-    up = p["direction"] == "up"
-    min_value, skip_zero = p["min_value"], p["skip_zero"]
-    core = shift_core(up=up, skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], min_scale=p["min_scale"],
-                      alpha=p["alpha"])
-
-    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+    def extract(m: Mapping[str, float]) -> float | None:
         x = m.get(metric)
         if x is None or not isfinite(x) or (skip_zero and x == 0.0):
             return None
-        y = _log(x, floor) if use_log else x
+        if not use_log:
+            return x
+        v = x + floor
+        return log(v) if v > 0.0 else None
+
+    return extract
+
+
+def _holds(p: Mapping[str, Any]) -> Callable[[Mapping[str, float]], bool]:
+    """The optional ``min_value`` condition on a step whose sum passed ``h``."""
+    metric, min_value, up = p["metric"], p["min_value"], p["direction"] == "up"
+
+    def holds(m: Mapping[str, float]) -> bool:
+        return min_value is None or (m[metric] >= min_value if up else m[metric] <= min_value)
+
+    return holds
+
+
+def _compile_shift(p: Mapping[str, Any]) -> StepFn:
+    floor, use_log = p["floor"], p["log"]
+    extract, holds = _extractor(p), _holds(p)
+    core = shift_core(up=p["direction"] == "up", skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"],
+                      min_scale=p["min_scale"], alpha=p["alpha"])
+
+    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+        y = extract(m)
         if y is None:
             return None
         hit = core(st, y)
         if "mu" in st:
             st["ref"] = (math.exp(st["mu"]) - floor) if use_log else st["mu"]
-        if hit and min_value is not None:
-            hit = x >= min_value if up else x <= min_value
-        return hit
+        return hit and holds(m)
 
     return step
 
@@ -158,24 +175,10 @@ def cusum_quiet(
 
 
 def _quiet_shift(p: Mapping[str, Any]) -> QuietFn:
-    metric, floor, use_log, up = p["metric"], p["floor"], p["log"], p["direction"] == "up"
-    min_value, skip_zero = p["min_value"], p["skip_zero"]
-    log = math.log
-
-    def extract(m: Mapping[str, float]) -> float | None:
-        x = m.get(metric)
-        if x is None or not isfinite(x) or (skip_zero and x == 0.0):
-            return None
-        if not use_log:
-            return x
-        v = x + floor
-        return log(v) if v > 0.0 else None
-
-    def holds(m: Mapping[str, float]) -> bool:
-        return min_value is None or (m[metric] >= min_value if up else m[metric] <= min_value)
-
-    return cusum_quiet(extract, holds, (lambda mu: math.exp(mu) - floor) if use_log else (lambda mu: mu), up=up,
-                       skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], alpha=p["alpha"])
+    floor, use_log = p["floor"], p["log"]
+    return cusum_quiet(_extractor(p), _holds(p), (lambda mu: math.exp(mu) - floor) if use_log else (lambda mu: mu),
+                       up=p["direction"] == "up", skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"],
+                       alpha=p["alpha"])
 
 
 SHIFT = Kind(
