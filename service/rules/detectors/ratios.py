@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..model import Param
@@ -111,29 +111,10 @@ SIGN_SPREAD = Kind(
 # --- negative side outgrowing the positive side, relative to the run's baseline -----------------
 
 
-def _compile_sign_shift(p: Mapping[str, Any]) -> StepFn:
-    floor, min_std = p["floor"], p["min_std"]
-    core = shift_core(up=True, skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], min_scale=p["min_scale"],
-                      alpha=p["alpha"])
-
-    def step(st: dict, m: Mapping[str, float]) -> bool | None:
-        neg = m.get("sign.neg.ratio_std")
-        pos = m.get("sign.pos.ratio_std")
-        if neg is None or pos is None or not isfinite(neg) or not isfinite(pos) or neg + floor <= 0 or pos + floor <= 0:
-            return None
-        if neg == 0.0 and pos == 0.0:  # an on-policy step (a rollout's first): no spread to compare
-            return None
-        # log(neg / pos): how many times wider the negative side spreads, on the run's own scale
-        hit = core(st, math.log(neg + floor) - math.log(pos + floor))
-        if "mu" in st:
-            st["ref"] = math.exp(st["mu"])
-        return hit and neg >= min_std
-
-    return step
-
-
-def _quiet_sign_shift(p: Mapping[str, Any]) -> QuietFn:
-    floor, min_std, log = p["floor"], p["min_std"], math.log
+def _spread_ratio(floor: float) -> Callable[[Mapping[str, float]], float | None]:
+    """log(neg std / pos std): how many times wider the negative side spreads (None: the step has no
+    spread to compare, e.g. a rollout's first, on-policy step with both at 0)."""
+    log = math.log
 
     def extract(m: Mapping[str, float]) -> float | None:
         neg = m.get("sign.neg.ratio_std")
@@ -144,8 +125,30 @@ def _quiet_sign_shift(p: Mapping[str, Any]) -> QuietFn:
             return None
         return log(neg + floor) - log(pos + floor)
 
-    return cusum_quiet(extract, lambda m: m["sign.neg.ratio_std"] >= min_std, math.exp, up=True, skip=p["skip"],
-                       warmup=p["warmup"], k=p["k"], h=p["h"], alpha=p["alpha"])
+    return extract
+
+
+def _compile_sign_shift(p: Mapping[str, Any]) -> StepFn:
+    min_std, extract = p["min_std"], _spread_ratio(p["floor"])
+    core = shift_core(up=True, skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], min_scale=p["min_scale"],
+                      alpha=p["alpha"])
+
+    def step(st: dict, m: Mapping[str, float]) -> bool | None:
+        y = extract(m)
+        if y is None:
+            return None
+        hit = core(st, y)  # on the run's own scale
+        if "mu" in st:
+            st["ref"] = math.exp(st["mu"])
+        return hit and m["sign.neg.ratio_std"] >= min_std
+
+    return step
+
+
+def _quiet_sign_shift(p: Mapping[str, Any]) -> QuietFn:
+    min_std = p["min_std"]
+    return cusum_quiet(_spread_ratio(p["floor"]), lambda m: m["sign.neg.ratio_std"] >= min_std, math.exp, up=True,
+                       skip=p["skip"], warmup=p["warmup"], k=p["k"], h=p["h"], alpha=p["alpha"])
 
 
 SIGN_SHIFT = Kind(
