@@ -9,7 +9,6 @@ import { heatmap, setHeatmapData } from "./heatmap.js";
 import { replaceState } from "./main.js";
 import { poll, POLL_MS } from "./poll.js";
 
-
 const ALL_FAMILY_METRICS = [...new Set(FAMILIES.flatMap((f) => f.metrics))];
 const METRIC_NAME = /^[a-z0-9_.]{1,200}$/;
 
