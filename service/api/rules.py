@@ -17,7 +17,7 @@ from sapo_monitor.client import wire
 from ..errors import BadRequest, ErrorOut, Forbidden, NotFound, ServiceError
 from ..rules.builtin import BUILTIN_IDS
 from ..rules.detectors import KINDS
-from ..rules.model import Rule, RuleValidationError
+from ..rules.model import RULE_ID_RE, Rule, RuleValidationError
 from ..storage.rule_defs import RuleConflict, create_rule, delete_rule, get_rule, list_rules, replace_rule
 from .deps import AuthDep, DbDep
 from .schemas import storable_text
@@ -25,7 +25,7 @@ from .schemas import storable_text
 __all__ = ["Conflict", "router"]
 
 router = APIRouter(tags=["alerts"])
-RuleIdPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$", description="Rule id.")]
+RuleIdPath = Annotated[str, Path(pattern=RULE_ID_RE.pattern, description="Rule id.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sapo_monitor.client import wire
+
 __all__ = [
     "RULE_ID_RE",
     "SEVERITIES",
@@ -100,12 +102,12 @@ class Param:
         raise AssertionError(f"unknown param type {self.type}")  # a programming error, never input
 
 
-_METRIC_RE = re.compile(r"^[a-z0-9_.]+$")
-
-
 def _check_metric(name: Any, where: str) -> None:
-    if not isinstance(name, str) or not _METRIC_RE.match(name) or len(name) > 200:
-        raise RuleValidationError(where, f"must be a metric name matching [a-z0-9_.]+, got {name!r}")
+    # The wire's one metric-name rule (a rule on a name no step can carry would never fire).
+    if not wire.is_metric_name(name):
+        raise RuleValidationError(
+            where, f"must be a metric name matching [a-z0-9_.]+ (at most {wire.METRIC_NAME_MAX_LEN} characters), "
+            f"got {name!r}")
 
 
 @dataclass(frozen=True)

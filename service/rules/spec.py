@@ -58,7 +58,7 @@ def build_rule(doc: Mapping[str, Any], *, version: int = 1) -> Rule:
     if unknown:
         raise RuleValidationError(unknown[0], f"unknown field (known: {', '.join(FIELDS)})")
     rule_id = doc.get("id")
-    if not isinstance(rule_id, str) or not RULE_ID_RE.match(rule_id):
+    if not isinstance(rule_id, str) or not RULE_ID_RE.fullmatch(rule_id):  # match() took a trailing newline
         raise RuleValidationError("id", "must match [a-z0-9][a-z0-9_.-]{0,62}")
     kind_name = doc.get("kind")
     kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
