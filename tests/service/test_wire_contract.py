@@ -76,3 +76,19 @@ def test_what_the_client_encodes_is_stored_and_read_back(service: httpx.Client, 
         for k, v in metrics.items():
             back = wire.decode_float(got[k]["value"][-1])
             assert back == v or (math.isnan(v) and math.isnan(back))
+
+
+def test_the_published_value_types_are_the_wires_encoding() -> None:
+    # The response models spell the non-finite strings as a Literal (a type checker needs them written
+    # out); they must be the wire's, and the ingest body's schema is the wire's fragment itself.
+    import typing
+
+    from sapo_monitor.service.api import schemas
+    from sapo_monitor.service.app import create_app
+    from sapo_monitor.service.settings import Settings
+
+    literal = next(a for a in typing.get_args(schemas.Value) if typing.get_origin(a) is typing.Literal)
+    assert typing.get_args(literal) == wire.NONFINITE_STRINGS
+    doc = create_app(Settings(db="sqlite://")).openapi()
+    body = doc["paths"]["/api/v1/runs/{run_id}/steps"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == wire.STEP_BATCH_SCHEMA
