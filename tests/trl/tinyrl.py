@@ -107,8 +107,12 @@ def grpo_args(output_dir: str | Path, **overrides: Any):
     return GRPOConfig(**base)
 
 
-def make_trainer(output_dir: str | Path, *, seed: int = 0, trainer_cls: Any = None, **overrides: Any):
-    """A ready ``GRPOTrainer`` (or ``trainer_cls``) on the tiny model; ``overrides`` go to ``GRPOConfig``."""
+def make_trainer(output_dir: str | Path, *, seed: int = 0, trainer_cls: Any = None, dataset: Dataset | None = None,
+                 reward: Any = None, **overrides: Any):
+    """A ready ``GRPOTrainer`` (or ``trainer_cls``) on the tiny model; ``overrides`` go to ``GRPOConfig``.
+
+    ``dataset`` and ``reward`` replace :func:`make_dataset` and :func:`reward_digits` (the detection
+    corpus trains on a task that is not solved within its run)."""
     from transformers import set_seed
     from trl import GRPOTrainer
 
@@ -128,9 +132,9 @@ def make_trainer(output_dir: str | Path, *, seed: int = 0, trainer_cls: Any = No
     evaluates = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
     return cls(
         model=model,
-        reward_funcs=reward_digits,
+        reward_funcs=reward or reward_digits,
         args=args,
-        train_dataset=make_dataset(),
+        train_dataset=dataset if dataset is not None else make_dataset(),
         eval_dataset=make_dataset(4) if evaluates else None,
         processing_class=tok,
     )
