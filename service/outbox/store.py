@@ -95,7 +95,12 @@ def enqueue(session: Session, *, webhook_id: int, event_id: str, order_key: str,
 
 def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, limit: int = 20,
               exclude_webhooks: Collection[int] = ()) -> list[Claimed]:
-    """Lease up to ``limit`` due rows, each the head of its (webhook, run) queue, oldest first.
+    """Lease up to ``limit`` due rows, each the head of its (webhook, run) queue: rows never tried
+    first, then by fewest attempts, oldest first within each.
+
+    Fewest attempts first: otherwise receivers that keep failing (hanging, say), as many as the
+    worker's senders, held every sender at each of their retries, and a healthy receiver's newer row
+    waited behind them until their backoff outgrew the attempts (minutes).
 
     ``exclude_webhooks``: receivers this worker is still sending to (each receiver is served in order,
     by one sender at a time)."""
@@ -119,7 +124,7 @@ def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, l
             ~earlier_pending,
             *([_O.c.webhook_id.notin_(list(exclude_webhooks))] if exclude_webhooks else []),
         )
-        .order_by(_O.c.id)
+        .order_by(_O.c.attempts, _O.c.id)
         .limit(limit)
     )
     ids = list(session.scalars(for_update(session, query, skip_locked=True, of=_O)))
@@ -134,7 +139,7 @@ def claim_due(session: Session, *, worker_id: str, now: float, lease_s: float, l
                _O.c.attempts, _O.c.created_at)
         .join(w, w.c.id == _O.c.webhook_id)
         .where(_O.c.id.in_(ids))
-        .order_by(_O.c.id)
+        .order_by(_O.c.attempts, _O.c.id)  # the claim's order: the worker starts senders in it
     ).all()
     return [
         Claimed(r.id, r.webhook_id, r.event_id, r.order_key, r.body.encode(), r.url, r.secret, r.attempts, r.created_at)
