@@ -23,7 +23,7 @@ tables of their own beside the bundled trainer's.
 Cost: the default corpus is 90 bundled-trainer runs of 100 steps (60 unfaulted: 3 presets x 4 losses x
 5 seeds; 30 with a fault); building it took 29 minutes with 2 jobs on a 2-core machine shared with other
 work, 15 minutes with fault runs first and MoE runs (about twice a dense one's cost) first within each
-seed, so the two workers finish together. The 9 TRL runs took 3.5 minutes more. Scoring takes a few
+seed, so the two workers finish together. The 9 TRL runs took about 4 minutes more. Scoring takes a few
 seconds. Run ids do not include the step count: give a new ``--cache`` when changing ``--steps``.
 """
 

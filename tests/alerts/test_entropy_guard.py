@@ -48,3 +48,18 @@ def test_recovered_entropy_resolves_after_clear_steps(fast: bool, monkeypatch) -
     alerts = _fired(trace, fast, monkeypatch)
     assert [(r, f) for r, f, _ in alerts] == [("entropy_collapse", 63)]  # for_steps 3
     assert alerts[0][2] == 95  # clear_steps 5 (hysteresis)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_climbing_reward_excuses_nothing_once_the_groups_carry_no_signal(fast: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The climbing reward of the quiet case above, but from step 70 on (nearly) every group's rewards are
+    # equal: no gradient, so the falling entropy is no convergence (TRL's lr x20 fault does this).
+    def trace(zero_from: int) -> list[StepInput]:
+        return [StepInput(s, float(s), {"reward.mean": 0.1 + 0.005 * s, "entropy.mean": _entropy(s),
+                                        "groups.zero_signal_frac": 1.0 if s >= zero_from else 0.25})
+                for s in range(1, 121)]
+
+    alerts = _fired(trace(70), fast, monkeypatch)
+    assert len(alerts) == 1 and alerts[0][1] is not None and 73 <= alerts[0][1] <= 80
+    # a signal that stays partial (a quarter of the groups silent) keeps the guard's excuse
+    assert _fired(trace(10**6), fast, monkeypatch) == []

@@ -71,6 +71,8 @@ def _expected_fragments(rule) -> list[str]:  # type: ignore[no-untyped-def]
         if p.get("guard_metric"):
             out.append(f"{gauge(p['guard_metric'])}[5m]")
             out.append(f">= {_number(p['guard_gain'])}")
+        if p.get("stall_metric"):
+            out.append(f"avg_over_time({gauge(p['stall_metric'])}[3m]) >= {_number(p['stall_value'])}")
         return out
     if rule.kind == "drop_from_best":
         return [f"> {_number(p['drop'])} * clamp_min", f", {_number(p['min_scale'])})"]

@@ -24,9 +24,14 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
     metric, steps, fraction = p["metric"], p["baseline_steps"], p["fraction"]
     guard, gain, alpha = p["guard_metric"], p["guard_gain"], 0.1
     window = p["guard_window"]
+    stall, stall_value = p["stall_metric"], p["stall_value"]
 
     def step(st: dict, m: Mapping[str, float]) -> bool | None:
         x = m.get(metric)
+        if stall is not None:  # the stall metric's EWMA (weight 0.3: the last few steps)
+            z = m.get(stall)
+            if z is not None and isfinite(z):
+                st["zs"] = z if "zs" not in st else st["zs"] + 0.3 * (z - st["zs"])
         if guard is not None:  # track the guard metric: its early mean and its EWMA since
             g = m.get(guard)
             if g is not None and isfinite(g):
@@ -59,6 +64,10 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
         # means over the same recent window (a reward that rose early and then stalled does not excuse it).
         if guard is None or "gref" not in st:
             return True
+        # A reward that rose excuses nothing once the groups stopped carrying a learning signal: with
+        # (nearly) every group's rewards equal there is no gradient, so the policy is not converging.
+        if stall is not None and st.get("zs", 0.0) >= stall_value:
+            return True
         gw = st.get("gw")
         if window and gw is not None and len(gw) > window:
             return st["ge"] - gw[0] < gain
@@ -67,7 +76,8 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
     return step
 
 
-def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str | None, window: int) -> QuietFn:
+def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str | None, window: int,
+                          stall: str | None) -> QuietFn:
     alpha = 0.1  # as in the step function
 
     def quiet(st: dict, batch: list) -> bool:
@@ -76,6 +86,12 @@ def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str |
         bound = fraction * st["ref"]
         if any(x < bound for x in finite_values(batch, metric)):
             return False
+        if stall is not None:
+            z = st.get("zs")
+            for v in finite_values(batch, stall):
+                z = v if z is None else z + 0.3 * (v - z)
+            if z is not None:
+                st["zs"] = z
         if guard is not None:
             gs = finite_values(batch, guard)
             e = st["ge"]
@@ -106,11 +122,15 @@ BELOW_BASELINE = Kind(
         Param("guard_gain", "float", 0.2, "Rise of the guard metric that suppresses the alert.", minimum=0.0),
         Param("guard_window", "int", 0, "Measure the guard's rise over this many recent steps (0: since the "
               "early mean).", minimum=0, maximum=10000),
+        Param("stall_metric", "str", None, "Optional: the guard excuses nothing while this metric's EWMA (weight "
+              "0.3) is at least `stall_value` (e.g. groups.zero_signal_frac: no group carries a learning signal)."),
+        Param("stall_value", "float", 0.9, "Level of the stall metric at which the guard stops excusing.",
+              minimum=0.0),
     ),
     _compile_below_baseline,
     lambda p: (p["metric"],),
     quiet=lambda p: _quiet_below_baseline(p["metric"], p["baseline_steps"], p["fraction"], p["guard_metric"],
-                                           p["guard_window"]),
+                                           p["guard_window"], p["stall_metric"]),
 )
 
 # --- drop from the running best -----------------------------------------------------------------
