@@ -88,7 +88,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         """Mean token entropy fell below a fraction of its early-run level while the reward did not
         improve over the same recent window: the policy became nearly deterministic without getting
         better and stops exploring. (Entropy falling while the reward climbs is convergence and does not
-        fire, unless nearly every group's rewards are equal: then there is no gradient and nothing
+        fire, unless most groups' rewards are all equal: those groups give no gradient, so nothing
         converges.) Check the learning rate, negative-side instability and whether the reward is being hacked
         by a degenerate answer.""",
         metric="entropy.mean", baseline_steps=10, fraction=0.3, guard_metric="reward.mean", guard_gain=0.02,

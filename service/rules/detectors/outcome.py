@@ -64,8 +64,8 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
         # means over the same recent window (a reward that rose early and then stalled does not excuse it).
         if guard is None or "gref" not in st:
             return True
-        # A reward that rose excuses nothing once the groups stopped carrying a learning signal: with
-        # (nearly) every group's rewards equal there is no gradient, so the policy is not converging.
+        # A reward that rose excuses nothing once most groups stopped carrying a learning signal: a group
+        # whose rewards are all equal gives no gradient, so the policy is not converging.
         if stall is not None and st.get("zs", 0.0) >= stall_value:
             return True
         gw = st.get("gw")
