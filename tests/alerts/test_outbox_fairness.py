@@ -30,9 +30,10 @@ def test_failing_receivers_beyond_the_senders_do_not_starve_a_healthy_one(db) ->
         t0 = time.monotonic()
         _hook_with_events(db, good.url, 1)  # newer than all of theirs, and never tried
         took = _wait(lambda: len(good.counts()) == 1, 20, "the healthy receiver")
-        # a sender frees within one attempt (1 s); before, the hanging rows were claimed first every time
-        assert took < 2.5, f"the healthy receiver waited {took:.1f} s behind {len(hanging)} hanging ones"
-        assert time.monotonic() - t0 < 2.5
+        # A sender frees within one attempt (1 s); before, the hanging rows were claimed first every time
+        # and the healthy one was never served. 6 s leaves room for a loaded CI machine.
+        assert took < 6.0, f"the healthy receiver waited {took:.1f} s behind {len(hanging)} hanging ones"
+        assert time.monotonic() - t0 < 6.0
     finally:
         worker.stop()
         for r in (*hanging, good):
