@@ -82,8 +82,10 @@ class Transition:
 class RunRuleState:
     """All rule state of one run: the last evaluated step and, per rule, detector + lifecycle state.
 
-    Per rule: ``{"v": rule version, "d": detector state, "s": alert state or None, "n": consecutive
-    steps the condition held, "a": open alert id or None}``. Plain JSON, so it survives restarts.
+    Per rule: ``{"v": rule version, "k": rule kind, "d": detector state, "s": alert state or None, "n":
+    consecutive steps the condition held, "a": open alert id or None}``. Plain JSON, so it survives
+    restarts. The detector state belongs to one (version, kind): a built-in whose kind changed in a new
+    release keeps its id and version, and its old state would mean nothing (or raise) in the new kind.
     """
 
     last_step: int | None = None
@@ -166,7 +168,12 @@ def rule_values(rule: Rule, detector_state: Mapping[str, Any], metrics: Mapping[
 
 
 def fresh_state(rule: Rule) -> dict[str, Any]:
-    return {"v": rule.version, "d": {}, "s": None, "n": 0, "a": None, "sev": rule.severity}
+    return {"v": rule.version, "k": rule.kind, "d": {}, "s": None, "n": 0, "a": None, "sev": rule.severity}
+
+
+def _detector_is_current(st: Mapping[str, Any], rule: Rule) -> bool:
+    # State written before "k" existed is reset once: it may come from a built-in's earlier kind.
+    return st.get("v") == rule.version and st.get("k") == rule.kind
 
 
 def advance(
@@ -201,8 +208,8 @@ def advance(
 def evaluate(rule: Rule, state: Mapping[str, Any] | None, step: StepInput) -> tuple[dict[str, Any], Condition]:
     """One rule on one step, without touching ``state``: the new state and the condition."""
     st = copy.deepcopy(dict(state)) if state else fresh_state(rule)
-    if st.get("v") != rule.version:
-        st["d"], st["v"] = {}, rule.version
+    if not _detector_is_current(st, rule):
+        st["d"], st["v"], st["k"] = {}, rule.version, rule.kind
     active = compile_rule(rule)(st["d"], step.metrics)
     values = rule_values(rule, st["d"], step.metrics) if active else {}
     return st, Condition(active, values)
@@ -231,8 +238,8 @@ def evaluate_batch(
         st = state.rules.get(rule.id)
         if st is None:
             st = state.rules[rule.id] = fresh_state(rule)
-        elif st.get("v") != rule.version:
-            st["d"], st["v"] = {}, rule.version  # a changed definition starts its detector afresh
+        elif not _detector_is_current(st, rule):
+            st["d"], st["v"], st["k"] = {}, rule.version, rule.kind  # a changed definition starts afresh
             st["sev"] = rule.severity
         plan.append((rule, *_compiled_for(rule), st, st["d"]))
 

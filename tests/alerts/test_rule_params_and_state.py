@@ -59,3 +59,29 @@ def test_non_finite_params_on_a_builtin_rule(db, bad: float) -> None:  # type: i
     with db.write() as s, pytest.raises(RuleValidationError) as err:
         replace_rule(s, rule_id="ratio_variance_spike", doc={"params": {"h": bad}})  # a real parameter of it
     assert err.value.field == "params.h" and ("finite" in err.value.message or "magnitude" in err.value.message)
+
+
+@BOTH
+def test_detector_state_of_an_earlier_kind_restarts_instead_of_raising(db) -> None:  # type: ignore[no-untyped-def]
+    # A release that changes a built-in's kind keeps its id and version (grad_norm_spike was a median
+    # spike, is a CUSUM shift now). The run's stored state from the old release then fed the new kind
+    # keys it never wrote (KeyError 'mu': every later batch of the run failed). State written before
+    # the kind was recorded, or by another kind, restarts the detector.
+    steady = {"grad_norm": 1.0, "reward.mean": 0.5, "entropy.mean": 1.0}
+    ingest(db, "r", [(s, steady) for s in range(1, 31)])
+    with db.write() as s:
+        doc = s.execute(text("SELECT state FROM alert_rule_state")).scalar()
+        state = decode_state(doc)
+        old = state.rules["grad_norm_spike"]
+        assert old["k"] == "shift" and "mu" in old["d"]
+        del old["k"]  # the earlier release wrote no kind
+        old["d"] = {"n": 59, "e": 1.0, "ref": 1.0}  # what a drop_from_best detector keeps
+        s.execute(text("UPDATE alert_rule_state SET state = :s"), {"s": encode_state(state)})
+    ingest(db, "r", [(s, {**steady, "grad_norm": 1.0 + 0.01 * s}) for s in range(31, 61)])
+    with db.read() as s:
+        state = decode_state(s.execute(text("SELECT state FROM alert_rule_state")).scalar())
+        last = s.execute(text("SELECT last_step FROM alert_rule_state")).scalar()
+    assert last == 60
+    fresh = state.rules["grad_norm_spike"]
+    # warmed up anew on the 30 new steps: its own keys, none of the old detector's, its count restarted
+    assert fresh["k"] == "shift" and "mu" in fresh["d"] and "e" not in fresh["d"] and fresh["d"]["n"] <= 30
