@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from .builtin import builtin_rule
 from .detectors import KINDS, validate_params
 from .model import RULE_ID_RE, SEVERITIES, Rule, RuleValidationError
 
-__all__ = ["FIELDS", "apply_override", "build_rule"]
+__all__ = ["FIELDS", "apply_override", "build_rule", "stored_override"]
 
 FIELDS = (
     "id", "kind", "severity", "params", "for_steps", "clear_steps", "description", "project", "run_id", "enabled",
@@ -105,3 +106,34 @@ def apply_override(rule_id: str, doc: Mapping[str, Any], *, version: int = 1) ->
         version=version,
         **_common(doc, base),
     )
+
+
+def stored_override(stored: Rule) -> tuple[Rule | None, str | None]:
+    """A stored override of a built-in, under this release's pack: (the rule or None, a note or None).
+
+    An override is stored whole, so one written by an earlier release holds that release's built-in.
+    The user's knobs (severity, for_steps, clear_steps, enabled) always carry over. Parameters carry over
+    while the kind is the same (new parameters get their defaults, retired ones are dropped); when the
+    built-in's kind changed, its parameters and description are this release's. A built-in that no
+    longer exists is retired with its override (None). The note says what was not carried over.
+    """
+    base = builtin_rule(stored.id)
+    if base is None:
+        return None, (f"stored override of {stored.id!r} ignored: no such built-in rule in this release "
+                      f"(PUT it as a custom rule to keep it)")
+    knobs: dict[str, Any] = {"severity": stored.severity, "for_steps": stored.for_steps, "clear_steps": stored.clear_steps,
+             "enabled": stored.enabled, "version": stored.version}
+    if stored.kind != base.kind:
+        return replace(base, **knobs), (
+            f"stored override of {stored.id!r} was for kind {stored.kind!r}; the built-in is now "
+            f"{base.kind!r}: severity, for_steps, clear_steps and enabled kept, parameters reset to defaults")
+    kind = KINDS[base.kind]
+    known = {p.name for p in kind.params}
+    dropped = sorted(set(stored.params) - known)
+    try:
+        params = validate_params(kind, {**base.params, **{k: v for k, v in stored.params.items() if k in known}})
+    except RuleValidationError as exc:
+        return replace(base, **knobs), (f"stored override of {stored.id!r}: {exc.field} {exc.message} in this "
+                                        f"release; parameters reset to defaults")
+    note = f"stored override of {stored.id!r}: parameters {', '.join(dropped)} no longer exist" if dropped else None
+    return replace(stored, params=params), note

@@ -6,6 +6,7 @@ Keyword-only functions over a session; the caller owns the transaction.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..rules.builtin import BUILTIN_IDS, BUILTIN_RULES
 from ..rules.model import Rule, RuleValidationError
-from ..rules.spec import apply_override, build_rule
+from ..rules.spec import apply_override, build_rule, stored_override
 from .alert_models import AlertRule
 from .read_cache import ReadCache
 
@@ -28,6 +29,10 @@ __all__ = [
     "list_rules",
     "replace_rule",
 ]
+
+
+log = logging.getLogger("sapo_monitor.rules")
+_told: set[str] = set()  # stored-override notes already logged by this process
 
 
 class RuleConflict(Exception):
@@ -50,6 +55,19 @@ def _to_rule(row: AlertRule) -> Rule:
         builtin=row.builtin,
         version=row.version,
     )
+
+
+def _from_row(row: AlertRule) -> Rule | None:
+    """The rule a row stands for in this release: a built-in's override is carried onto the current
+    built-in (:func:`stored_override`); None for the override of a built-in this release retired."""
+    rule = _to_rule(row)
+    if not row.builtin:
+        return rule
+    current, note = stored_override(rule)
+    if note is not None and note not in _told:
+        _told.add(note)
+        log.warning("%s", note)
+    return current
 
 
 def _write(session: Session, rule: Rule, row: AlertRule | None) -> None:
@@ -85,8 +103,8 @@ def cached_rules(session: Session) -> list[Rule]:
 def list_rules(session: Session) -> list[Rule]:
     """Every rule: built-ins (with their overrides) first in pack order, then custom rules by id."""
     stored = {row.id: row for row in session.scalars(select(AlertRule))}
-    out = [_to_rule(stored[r.id]) if r.id in stored else r for r in BUILTIN_RULES]
-    out += [_to_rule(row) for rid, row in sorted(stored.items()) if rid not in BUILTIN_IDS]
+    out = [_from_row(stored[r.id]) or r if r.id in stored else r for r in BUILTIN_RULES]
+    out += [rule for rid, row in sorted(stored.items()) if rid not in BUILTIN_IDS and (rule := _from_row(row))]
     return out
 
 
@@ -96,7 +114,7 @@ _RULES: ReadCache[list[Rule]] = ReadCache(list_rules)
 def get_rule(session: Session, rule_id: str) -> Rule | None:
     row = session.get(AlertRule, rule_id)
     if row is not None:
-        return _to_rule(row)
+        return _from_row(row)
     return next((r for r in BUILTIN_RULES if r.id == rule_id), None)
 
 
