@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from sapo_monitor.client import wire
+
 from .builtin import builtin_rule
 from .detectors import KINDS, validate_params
 from .model import RULE_ID_RE, SEVERITIES, Rule, RuleValidationError
@@ -19,10 +21,15 @@ MAX_FOR_STEPS = 100_000
 
 
 def _scope(value: Any, name: str) -> str | None:
+    # The wire's rules for project names and run ids: a rule scoped to a name no run can have never fires.
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise RuleValidationError(name, "must be a non-empty string of at most 200 characters, or null")
+    if name == "run_id":
+        if not wire.is_run_id(value):
+            raise RuleValidationError(name, f"must be a run id ({wire.RUN_ID_RULE}), or null; got {value!r}")
+    elif not isinstance(value, str) or not wire.PROJECT_RE.fullmatch(value):
+        raise RuleValidationError(name, f"must be a project name matching {wire.PROJECT_PATTERN}, or null; "
+                                        f"got {value!r}")
     return value
 
 

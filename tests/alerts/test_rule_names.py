@@ -30,3 +30,21 @@ def test_rule_ids_are_checked_whole(rule_id: str) -> None:
     with pytest.raises(RuleValidationError) as err:
         build_rule({"id": rule_id, "kind": "threshold", "params": {"metric": "loss", "op": ">", "value": 1.0}})
     assert err.value.field == "id"
+
+
+_RULE = {"id": "scoped", "kind": "threshold", "params": {"metric": "loss", "op": ">", "value": 1.0}}
+
+
+@pytest.mark.parametrize(("field", "value"), [("run_id", ".."), ("run_id", "-x"), ("run_id", "a b"),
+                                              ("run_id", "r" * (wire.RUN_ID_MAX_LEN + 1)), ("project", " p"),
+                                              ("project", "p\n"), ("project", "")])
+def test_rule_scopes_no_run_or_project_can_have_are_refused(field: str, value: str) -> None:
+    # before, any string of 1-200 characters was taken: a rule that could never match any run
+    with pytest.raises(RuleValidationError) as err:
+        build_rule({**_RULE, field: value})
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize(("field", "value"), [("run_id", "run-1.a_b"), ("project", "team a:rl-1")])
+def test_rule_scopes_the_wire_takes_are_taken(field: str, value: str) -> None:
+    assert getattr(build_rule({**_RULE, field: value}), field) == value
