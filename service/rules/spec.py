@@ -128,8 +128,8 @@ def stored_override(stored: Rule) -> tuple[Rule | None, str | None]:
     if base is None:
         return None, (f"stored override of {stored.id!r} ignored: no such built-in rule in this release "
                       f"(PUT it as a custom rule to keep it)")
-    knobs: dict[str, Any] = {"severity": stored.severity, "for_steps": stored.for_steps, "clear_steps": stored.clear_steps,
-             "enabled": stored.enabled, "version": stored.version}
+    knobs: dict[str, Any] = {"severity": stored.severity, "for_steps": stored.for_steps,
+                             "clear_steps": stored.clear_steps, "enabled": stored.enabled, "version": stored.version}
     if stored.kind != base.kind:
         return replace(base, **knobs), (
             f"stored override of {stored.id!r} was for kind {stored.kind!r}; the built-in is now "
