@@ -93,7 +93,10 @@ def test_sigterm_chains_to_the_trainers_own_handler(tmp_path):
     assert "trainer-handler" in rest and proc.returncode == 3
     last = max([20] + [step for step, _ in _ended(proc, rest)])
     spool = Spool(tmp_path / "spool" / "wa-chain")
-    assert sorted(_spooled(spool)) == list(range(last + 1))
+    # every step that ended is spooled, once; the signal may land between a step's end_step and its
+    # print, so one more step than printed can be there
+    stored = sorted(_spooled(spool))
+    assert stored == list(range(len(stored))) and last + 1 <= len(stored) <= last + 2
     assert spool.read_run()["spec"]["status"] == "finished"  # sys.exit ran atexit: the monitor closed
 
 
