@@ -4,7 +4,8 @@ Ingest groups alerts into incidents and marks a changed incident due (``next_due
 round calls :func:`flush_incident_notifications`, which applies the timers and decides what to send
 (:func:`..incidents.flush_one`: group_wait, group_interval, repeat_interval; a told incident's
 resolution is held while it may still reopen) and writes one outbox row per covering webhook,
-rendered from the incident and its member alerts as they are now. Outbox rows are keyed by run, so a run's notifications are delivered in order.
+rendered from the incident and its member alerts as they are now. Outbox rows are keyed by run, so a
+run's notifications are delivered in order.
 
 One short transaction; the incidents it reads are locked (``SKIP LOCKED`` on PostgreSQL), so two
 replicas never notify the same change twice.

@@ -17,6 +17,8 @@ from .base import (
 
 __all__ = ["BELOW_BASELINE", "DROP_FROM_BEST"]
 
+_STALL_ALPHA = 0.3  # EWMA weight of the stall metric: its last few steps
+
 # --- fall below an early-run baseline -----------------------------------------------------------
 
 
@@ -28,10 +30,10 @@ def _compile_below_baseline(p: Mapping[str, Any]) -> StepFn:
 
     def step(st: dict, m: Mapping[str, float]) -> bool | None:
         x = m.get(metric)
-        if stall is not None:  # the stall metric's EWMA (weight 0.3: the last few steps)
+        if stall is not None:  # the stall metric's EWMA
             z = m.get(stall)
             if z is not None and isfinite(z):
-                st["zs"] = z if "zs" not in st else st["zs"] + 0.3 * (z - st["zs"])
+                st["zs"] = z if "zs" not in st else st["zs"] + _STALL_ALPHA * (z - st["zs"])
         if guard is not None:  # track the guard metric: its early mean and its EWMA since
             g = m.get(guard)
             if g is not None and isfinite(g):
@@ -89,7 +91,7 @@ def _quiet_below_baseline(metric: str, steps: int, fraction: float, guard: str |
         if stall is not None:
             z = st.get("zs")
             for v in finite_values(batch, stall):
-                z = v if z is None else z + 0.3 * (v - z)
+                z = v if z is None else z + _STALL_ALPHA * (v - z)
             if z is not None:
                 st["zs"] = z
         if guard is not None:
